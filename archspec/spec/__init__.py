@@ -1,0 +1,1 @@
+"""Spec files: loading, schema and static pass. Nothing here imports torch."""
