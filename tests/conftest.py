@@ -1,0 +1,28 @@
+"""Fixtures shared by the test modules: the reference specs and a CLI runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_FILES = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``archspec ARGS`` as a user would, in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "archspec", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(params=SPEC_FILES, ids=[path.stem for path in SPEC_FILES])
+def spec_file(request: pytest.FixtureRequest) -> Path:
+    return request.param

@@ -1,0 +1,126 @@
+"""Every spec builds a module that the static pass describes exactly, and that trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import archspec
+
+
+def _stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Output shape (per sample) of the last module of every stage, from one forward pass."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+    for path, names in model.stage_modules.items():
+        if path == "head":
+            continue
+
+        def record(_module, _inputs, output, path=path):
+            shapes[path] = tuple(output.shape[1:])
+
+        hooks.append(modules[names[-1]].register_forward_hook(record))
+    with torch.no_grad():
+        shapes["head"] = tuple(model(x).shape[1:])
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def _example(spec: archspec.Spec, batch: int) -> torch.Tensor:
+    return torch.randn(batch, *archspec.static_pass(spec).input_shape)
+
+
+def test_static_pass_equals_the_module(spec_file: Path) -> None:
+    spec = archspec.load_spec(spec_file)
+    result = archspec.static_pass(spec)
+    model = archspec.build(spec).eval()
+    modules = dict(model.named_modules())
+
+    assert list(model.stage_modules) == [stage.path for stage in result.stages]
+    shapes = _stage_outputs(model, _example(spec, 1))
+    for stage in result.stages:
+        params = sum(
+            p.numel() for name in model.stage_modules[stage.path] for p in modules[name].parameters()
+        )
+        assert params == stage.params, f"{stage.path}: module {params} vs static {stage.params}"
+        assert shapes[stage.path] == stage.out_shape, f"{stage.path}: output shape"
+    assert sum(p.numel() for p in model.parameters()) == result.params
+    assert model.num_features == result.num_features
+
+
+def _quick(spec_file: Path) -> archspec.Spec:
+    """The spec, with ImageNet-sized inputs cut to 64×64: quick, and every layer still runs."""
+    spec = archspec.load_spec(spec_file)
+    if spec.input.type == "image" and spec.input.height >= 224:
+        return archspec.load_spec(spec_file, ["input.height=64", "input.width=64"])
+    return spec
+
+
+def test_forward_is_finite_and_every_parameter_learns(spec_file: Path) -> None:
+    spec = _quick(spec_file)
+    model = archspec.build(spec).train()
+    out = model(_example(spec, 2))
+    assert out.shape == (2, *archspec.static_pass(spec).out_shape)
+    assert torch.isfinite(out).all(), "forward output has NaN or inf"
+    out.square().mean().backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert silent == [], f"parameters without gradient: {silent[:5]}"
+
+
+def test_forward_features_and_head_compose(spec_file: Path) -> None:
+    spec = _quick(spec_file)
+    model = archspec.build(spec).eval()
+    x = _example(spec, 1)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        assert torch.equal(model.forward_head(features), model(x))
+
+
+def test_initialisation_follows_torchvision() -> None:
+    model = archspec.build(Path(__file__).parent.parent / "specs" / "tutorial.yaml")
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.equal(module.weight, torch.ones_like(module.weight)), name
+            assert torch.equal(module.bias, torch.zeros_like(module.bias)), name
+        elif isinstance(module, nn.Linear):
+            assert torch.equal(module.bias, torch.zeros_like(module.bias)), name
+
+
+def test_defaults_fill_only_what_a_block_leaves_out() -> None:
+    base = {
+        "archspec": 1,
+        "name": "mixed",
+        "input": {"type": "image", "channels": 3, "height": 32, "width": 32},
+        "stem": {"type": "conv_stem", "out_channels": 16, "pool": "none"},
+        "defaults": {"growth_rate": 8, "bn_size": 2, "memory_efficient": True},
+        "body": [
+            {"type": "dense_block", "num_layers": 2},
+            {"type": "transition", "out_channels": 10},
+            {"type": "dense_block", "num_layers": 3, "growth_rate": 4, "bn_size": None,
+             "memory_efficient": False},
+        ],
+        "head": {"type": "classifier", "num_classes": 3},
+    }
+    spec = archspec.load_spec(base)
+    first, second = spec.dense_blocks
+    assert (first.growth_rate, first.bn_size, first.memory_efficient) == (8, 2, True)
+    assert (second.growth_rate, second.bn_size, second.memory_efficient) == (4, None, False)
+    model = archspec.build(spec)
+    layers = {n: m for n, m in model.named_modules() if n.endswith("denselayer1")}
+    assert [m.memory_efficient for m in layers.values()] == [True, False]
+    # 16 + 2·8 = 32 channels, explicit 10 after the transition, 10 + 3·4 = 22 at the end.
+    assert [s.out_shape[0] for s in archspec.static_pass(spec).stages] == [16, 32, 10, 22, 3]
+
+
+@pytest.mark.parametrize("tag", ["conv_stem", "dense_block", "transition"])
+def test_registry_refuses_a_second_factory(tag: str) -> None:
+    from archspec.builder import register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(tag)(lambda part, assembly: None)
