@@ -34,6 +34,7 @@ class Part(BaseModel):
         frozen=True,
         use_attribute_docstrings=True,
         allow_inf_nan=False,
+        strict=True,  # YAML and JSON values are already typed: "6" is not a count
     )
 
 

@@ -1,0 +1,344 @@
+"""Spec text → plain data plus the file position of every key and value.
+
+A spec file is untrusted input, so this reader is deliberately small: it walks
+PyYAML's parse events itself (never a constructor that can build objects),
+accepts only the plain YAML/JSON types (mapping, list, string, integer, float,
+boolean, null), refuses duplicate keys, and stops at size, node-count and
+nesting limits before any value is handed on. JSON files go through the same
+reader: JSON is YAML's flow style, so positions and duplicate keys work alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml import events
+from yaml.constructor import SafeConstructor
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+from archspec.errors import Problem, SpecError
+from archspec.spec.paths import Loc, dotted
+
+_Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+MAX_BYTES = 1 << 20
+"""Largest spec file read (1 MiB); the reference specs are under 2 KiB."""
+MAX_NODES = 100_000
+"""Most values one document may hold after aliases are expanded (bounds "billion laughs")."""
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists; a real spec nests four levels."""
+
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "null")}
+_TIMESTAMP = f"{_TAG}timestamp"  # an unquoted date: kept as the text written
+_CONTAINER_TAGS = {f"{_TAG}map", f"{_TAG}seq"}
+_construct = SafeConstructor()
+_resolver = Resolver()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where something was written: 1-based line and column in ``file``.
+
+    A value given on the command line has no line: its ``file`` names the override.
+    """
+
+    file: str | None
+    line: int | None = None
+    column: int | None = None
+
+    def problem(self, message: str, path: str = "") -> Problem:
+        """A problem located here."""
+        return Problem(message, path=path, file=self.file, line=self.line, column=self.column)
+
+
+@dataclass
+class Document:
+    """Parsed spec data and where each part of it was written.
+
+    ``values`` maps a location such as ``("body", 2, "num_layers")`` to the
+    position of that value, ``keys`` to the position of the key that names it.
+    """
+
+    data: Any
+    values: dict[Loc, Position] = field(default_factory=dict)
+    keys: dict[Loc, Position] = field(default_factory=dict)
+
+    def position(self, loc: Loc, *, key: bool = False) -> Position | None:
+        """Position of ``loc`` (its key if ``key``), else of its nearest written ancestor."""
+        for end in range(len(loc), -1, -1):
+            here = loc[:end]
+            found = (self.keys.get(here) if key and end == len(loc) else None) or self.values.get(here)
+            if found is not None:
+                return found
+        return None
+
+    def drop(self, loc: Loc) -> None:
+        """Forget the positions of ``loc`` and everything under it."""
+        size = len(loc)
+        for table in (self.values, self.keys):
+            for stale in [item for item in table if item[:size] == loc]:
+                del table[stale]
+
+
+@dataclass
+class _Open:
+    """A mapping or list being built, with where it is and what comes next."""
+
+    value: dict[str, Any] | list[Any]
+    loc: Loc
+    anchor: str | None
+    start: int  # index into the position log where this container's entries begin
+    key: tuple[str, Position] | None = None  # the key whose value comes next
+
+
+class _Builder:
+    """Turns one document's parse events into a ``Document``, enforcing the limits."""
+
+    def __init__(self, file: str | None):
+        self.file = file
+        self.problems: list[Problem] = []
+        self.nodes = 0
+        self.stack: list[_Open] = []
+        self.anchors: dict[str, tuple[Any, list[tuple[Loc, Position, bool]], int]] = {}
+        # (relative location, position, is-key) for every key and value, in file order
+        self.log: list[tuple[Loc, Position, bool]] = []
+        self.root: Any = None
+        self.done = False
+
+    def at(self, event: events.Event) -> Position:
+        mark = event.start_mark
+        return Position(self.file, mark.line + 1, mark.column + 1)
+
+    def fail(self, event: events.Event, message: str) -> SpecError:
+        return SpecError([*self.problems, self.at(event).problem(message)])
+
+    def count(self, event: events.Event, nodes: int) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            raise self.fail(
+                event, f"more than {MAX_NODES:,} values (after expanding aliases); refusing to go on"
+            )
+
+    def next_loc(self, event: events.Event) -> Loc | None:
+        """Location of the value this event starts; ``None`` when it is a mapping key."""
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            return (*top.loc, len(top.value))
+        if top.key is None:
+            return None
+        return (*top.loc, top.key[0])
+
+    def add(self, value: Any) -> None:
+        """Place a finished value in its parent (or as the root)."""
+        if not self.stack:
+            self.root = value
+            self.done = True
+            return
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            top.value.append(value)
+            return
+        name, key_at = top.key
+        if name in top.value:
+            first = next(p for l, p, k in self.log if k and l == (*top.loc, name))
+            self.problems.append(
+                key_at.problem(
+                    f"duplicate key {name!r} (first written at line {first.line}); "
+                    "each key may appear once",
+                    path=dotted((*top.loc, name)),
+                )
+            )
+        else:
+            top.value[name] = value
+        top.key = None
+
+    def key(self, event: events.Event) -> None:
+        top = self.stack[-1]
+        if not isinstance(event, events.ScalarEvent):
+            raise self.fail(event, "mapping keys must be plain strings, not lists or mappings")
+        name = self.scalar(event)
+        if not isinstance(name, str):
+            raise self.fail(event, f"mapping keys must be strings, got {name!r} (quote it)")
+        where = self.at(event)
+        self.log.append(((*top.loc, name), where, True))
+        top.key = (name, where)
+
+    def scalar(self, event: events.ScalarEvent) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = _resolver.resolve(ScalarNode, event.value, event.implicit)
+        if tag == _TIMESTAMP:
+            return event.value
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(event, f"tag {_shown(tag)} is not allowed: a spec holds plain data only")
+        try:
+            return _construct.yaml_constructors[tag](_construct, ScalarNode(tag, event.value))
+        except (yaml.YAMLError, ValueError):
+            raise self.fail(event, f"{event.value!r} is not a valid {_shown(tag)}") from None
+
+    def feed(self, event: events.Event) -> None:
+        if isinstance(event, (events.StreamStartEvent, events.StreamEndEvent,
+                              events.DocumentStartEvent, events.DocumentEndEvent)):
+            return
+        if isinstance(event, (events.SequenceEndEvent, events.MappingEndEvent)):
+            closed = self.stack.pop()
+            if closed.anchor is not None:
+                self.remember(closed, event)
+            self.add(closed.value)
+            return
+        if self.done:
+            raise self.fail(event, "more than one YAML document; a spec is a single document")
+        loc = self.next_loc(event)
+        if loc is None:
+            self.key(event)
+            return
+        if isinstance(event, events.AliasEvent):
+            self.alias(event, loc)
+            return
+        self.count(event, 1)
+        where = self.at(event)
+        self.log.append((loc, where, False))
+        if isinstance(event, events.ScalarEvent):
+            value = self.scalar(event)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (value, [((), where, False)], 1)
+            self.add(value)
+            return
+        if event.tag is not None and event.tag not in _CONTAINER_TAGS and event.tag != "!":
+            raise self.fail(event, f"tag {_shown(event.tag)} is not allowed: a spec holds plain data only")
+        if len(self.stack) >= MAX_DEPTH:
+            raise self.fail(event, f"nested more than {MAX_DEPTH} levels deep")
+        container: dict[str, Any] | list[Any] = (
+            {} if isinstance(event, events.MappingStartEvent) else []
+        )
+        self.stack.append(_Open(container, loc, event.anchor, len(self.log) - 1))
+
+    def remember(self, closed: _Open, event: events.Event) -> None:
+        """Keep an anchored container, its positions relative to it, and its size."""
+        entries = self.log[closed.start :]
+        base = len(closed.loc)
+        relative = [(loc[base:], where, is_key) for loc, where, is_key in entries]
+        size = sum(1 for _, _, is_key in entries if not is_key)
+        self.anchors[closed.anchor] = (closed.value, relative, size)
+
+    def alias(self, event: events.AliasEvent, loc: Loc) -> None:
+        if event.anchor not in self.anchors:
+            raise self.fail(event, f"alias *{event.anchor} refers to an anchor not yet complete")
+        value, relative, size = self.anchors[event.anchor]
+        self.count(event, size)
+        where = self.at(event)
+        self.log.append((loc, where, False))
+        self.log.extend(((*loc, *rel), where, is_key) for rel, _, is_key in relative[1:])
+        self.add(copy.deepcopy(value))
+
+    def document(self) -> Document:
+        if self.problems:
+            raise SpecError(self.problems)
+        doc = Document(self.root)
+        for loc, where, is_key in self.log:
+            (doc.keys if is_key else doc.values).setdefault(loc, where)
+        return doc
+
+
+def _shown(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def parse_text(text: str, file: str | None = None) -> Document:
+    """Parse YAML or JSON text into a ``Document``.
+
+    Raises:
+        SpecError: a syntax error, a forbidden tag, a duplicate key, or a limit exceeded.
+    """
+    builder = _Builder(file)
+    try:
+        for event in yaml.parse(text, Loader=_Parser):
+            builder.feed(event)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        message = " ".join(part for part in (error.context, error.problem) if part)
+        where = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
+        raise SpecError([*builder.problems, where.problem(f"YAML syntax: {message}")]) from None
+    except yaml.reader.ReaderError as error:
+        line, column = _line_column(text, error.position)
+        raise SpecError(
+            Position(file, line, column).problem(
+                f"character {error.character!r} is not allowed in a spec ({error.reason})"
+            )
+        ) from None
+    except yaml.YAMLError as error:
+        raise SpecError(Position(file, 1, 1).problem(f"YAML syntax: {error}")) from None
+    return builder.document()
+
+
+def read_bytes(path: Path, shown: str) -> bytes:
+    """The contents of a regular file of at most ``MAX_BYTES``.
+
+    Raises:
+        SpecError: the file is missing, unreadable, not a regular file, or too large.
+    """
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise SpecError(Problem(f"cannot read spec: {kind}", file=shown))
+        with path.open("rb") as stream:
+            content = stream.read(MAX_BYTES + 1)
+    except OSError as error:
+        reason = error.strerror or os.strerror(error.errno or 0)
+        raise SpecError(Problem(f"cannot read spec: {reason}", file=shown)) from None
+    if len(content) > MAX_BYTES:
+        raise SpecError(
+            Problem(f"file is larger than the {MAX_BYTES:,}-byte limit for a spec", file=shown)
+        )
+    return content
+
+
+def decode(content: bytes, shown: str) -> str:
+    """UTF-8 text of ``content``, or an error at the first byte that is not UTF-8."""
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        prefix = content[: error.start].decode("utf-8", errors="replace")
+        line, column = _line_column(prefix, len(prefix))
+        raise SpecError(
+            Position(shown, line, column).problem(
+                f"not UTF-8 text (byte 0x{content[error.start]:02x}); a spec is a text file"
+            )
+        ) from None
+
+
+def read_document(path: Path, shown: str | None = None) -> Document:
+    """Read and parse a YAML/JSON spec file whose top level is a mapping.
+
+    Args:
+        path: the file to read.
+        shown: how errors name the file (defaults to ``str(path)``).
+
+    Raises:
+        SpecError: the file cannot be read or parsed, or is not a mapping.
+    """
+    shown = str(path) if shown is None else shown
+    document = parse_text(decode(read_bytes(path, shown), shown), shown)
+    if document.data is None:
+        raise SpecError(Position(shown, 1, 1).problem("the spec is empty; it must be a mapping"))
+    if not isinstance(document.data, dict):
+        kind = "a list" if isinstance(document.data, list) else f"{document.data!r}"
+        where = document.values.get((), Position(shown, 1, 1))
+        raise SpecError(where.problem(f"a spec must be a mapping at the top level, got {kind}"))
+    return document
