@@ -39,9 +39,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from archspec.cli import build, validate
+    from archspec.cli import build, schema, validate
 
-    for module in (build, validate):
+    for module in (build, schema, validate):
         main.add_command(module.command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from archspec.cli.options import count, overrides_option, shape, spec_argument
+from archspec.spec.dump import spec_yaml
 from archspec.spec.load import load_spec
 from archspec.spec.shapes import static_pass
 
@@ -12,16 +13,20 @@ from archspec.spec.shapes import static_pass
 @click.command("build")
 @spec_argument
 @overrides_option
+@click.option("--print-spec", is_flag=True,
+              help="Print the resolved spec (after extends, defaults and --set) as YAML.")
 @click.option("--summary", is_flag=True, help="Print torchinfo's table of the network.")
 @click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
               help="Nesting depth of the summary table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the input used for the summary.")
-def command(spec: str, overrides: tuple[str, ...], summary: bool, depth: int, batch_size: int) -> None:
+def command(spec: str, overrides: tuple[str, ...], print_spec: bool, summary: bool, depth: int, batch_size: int) -> None:
     """Build SPEC into a torch module and print its parameters and output shape."""
     import archspec
 
     resolved = load_spec(spec, overrides)
+    if print_spec:
+        click.echo(spec_yaml(resolved), nl=False)
     model = archspec.build(resolved)
     params = sum(p.numel() for p in model.parameters())
     result = static_pass(resolved)

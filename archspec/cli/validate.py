@@ -9,13 +9,15 @@ import click
 from archspec.cli.options import count, overrides_option, shape
 from archspec.errors import SpecError
 from archspec.spec.load import load_spec
-from archspec.spec.shapes import static_pass
+from archspec.spec.shapes import StaticPass, static_pass
 
 
 @click.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @overrides_option
-def command(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also print each part's output shape, parameters and running total.")
+def command(specs: tuple[str, ...], overrides: tuple[str, ...], verbose: bool) -> None:
     """Validate SPECS and print one line per file; exit 2 if any is invalid."""
     failed = False
     for path in specs:
@@ -27,9 +29,29 @@ def command(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
                 click.echo(str(problem), err=True)
             continue
         result = static_pass(spec)
+        if verbose:
+            click.echo(_table(result))
         click.echo(
             f"{path}: ok ({spec.name}, {count(result.params)} parameters, "
             f"output {shape(result.out_shape)})"
         )
     if failed:
         sys.exit(2)
+
+
+def _table(result: StaticPass) -> str:
+    """The static pass as a fixed-width table: part, type, output shape, parameters, running total."""
+    rows = [("part", "type", "output", "params", "total"),
+            ("input", "", shape(result.input_shape), "", "")]
+    total = 0
+    for stage in result.stages:
+        total += stage.params
+        rows.append((stage.path, stage.kind, shape(stage.out_shape), count(stage.params), count(total)))
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if column >= 3 else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    )

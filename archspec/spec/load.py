@@ -34,11 +34,11 @@ def load_document(
         SpecError: a file cannot be read or parsed, or an override does not apply.
     """
     if isinstance(source, Mapping):
-        document = Document(copy.deepcopy(dict(source)))
+        document, file = Document(copy.deepcopy(dict(source))), None
     else:
-        document = resolve(Path(source), str(source))
+        document, file = resolve(Path(source), str(source)), str(source)
     for assignment in overrides:
-        apply_override(document, assignment)
+        apply_override(document, assignment, file)
     return document
 
 

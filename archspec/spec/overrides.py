@@ -14,14 +14,19 @@ from archspec.spec.paths import Loc, dotted, parse_dotted
 from archspec.spec.yaml_source import Document, Position, parse_text
 
 
-def apply_override(document: Document, assignment: str) -> None:
+def apply_override(document: Document, assignment: str, file: str | None = None) -> None:
     """Apply one ``PATH=VALUE`` override to ``document`` in place.
+
+    Args:
+        document: the spec data, changed in place.
+        assignment: ``PATH=VALUE``.
+        file: the spec file, named in errors alongside the override.
 
     Raises:
         SpecError: the assignment cannot be parsed or its path does not exist;
             the problem names the override.
     """
-    origin = Position(f"--set {assignment}")
+    origin = Position(file, via=f"--set {assignment}")
     path, separator, raw = assignment.partition("=")
     loc = parse_dotted(path.strip())
     if not separator or loc is None:
@@ -29,7 +34,7 @@ def apply_override(document: Document, assignment: str) -> None:
             origin.problem("expected PATH=VALUE with PATH like head.num_classes or body[2].num_layers")
         )
     try:
-        value = parse_text(raw, origin.file)
+        value = parse_text(raw, f"--set {assignment}")
     except SpecError as error:
         raise SpecError(origin.problem(error.message, dotted(loc))) from None
     parent = document.data

@@ -47,15 +47,18 @@ _resolver = Resolver()
 class Position:
     """Where something was written: 1-based line and column in ``file``.
 
-    A value given on the command line has no line: its ``file`` names the override.
+    A value given on the command line has no line; ``via`` names the override.
     """
 
     file: str | None
     line: int | None = None
     column: int | None = None
+    via: str = ""
 
     def problem(self, message: str, path: str = "") -> Problem:
         """A problem located here."""
+        if self.via:
+            message += f" (set by {self.via})"
         return Problem(message, path=path, file=self.file, line=self.line, column=self.column)
 
 

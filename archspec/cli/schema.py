@@ -1,0 +1,13 @@
+"""``archspec schema``: print the JSON Schema of the spec format (no torch)."""
+
+from __future__ import annotations
+
+import click
+
+from archspec.spec.json_schema import json_schema_text
+
+
+@click.command("schema")
+def command() -> None:
+    """Print the JSON Schema of spec files (committed as docs/archspec.schema.json)."""
+    click.echo(json_schema_text(), nl=False)
