@@ -7,14 +7,19 @@ validating a spec stays fast.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from archspec.errors import Problem, SpecError
+from archspec.exporters.report import VerificationError
 from archspec.spec.load import load_spec
 from archspec.spec.schema import Spec
 from archspec.spec.shapes import StaticPass, static_pass
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from archspec.exporters.report import ExportReport, Tolerance
     from archspec.network import DenseNet
 
 __version__ = "0.1.0"
@@ -24,9 +29,12 @@ __all__ = [
     "Spec",
     "SpecError",
     "StaticPass",
+    "VerificationError",
     "__version__",
     "build",
+    "export_onnx",
     "load_spec",
+    "load_weights",
     "static_pass",
     "summary",
 ]
@@ -74,3 +82,82 @@ def summary(spec: Spec | str | Path | dict[str, Any], *, depth: int = 3, batch_s
 
     resolved = _as_spec(spec)
     return summarise(build_module(resolved), resolved, depth=depth, batch_size=batch_size)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local weights file into a built network, strictly and safely.
+
+    Args:
+        model: the network from ``build``.
+        path: a ``.pt``/``.pth`` state dict (read with ``torch.load(weights_only=True)``,
+            so a pickle cannot run code) or a ``.safetensors`` file. torchvision DenseNet
+            checkpoints load, including the old ``norm.1`` key style.
+
+    Returns:
+        ``model``, with the weights loaded in place.
+
+    Raises:
+        SpecError: the file cannot be read safely, or its keys, shapes or values do not
+            fit; the problems list the first few missing/unexpected/mismatched keys and counts.
+    """
+    from archspec.weights import load_weights as load
+
+    return load(model, path)
+
+
+def export_onnx(
+    spec: Spec | str | Path | dict[str, Any],
+    out: str | Path,
+    *,
+    overrides: tuple[str, ...] = (),
+    weights: str | Path | None = None,
+    opset: int | None = None,
+    batch_size: int = 4,
+    static: bool = False,
+    provider: str = "auto",
+    tolerance: Tolerance | None = None,
+    verify: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
+
+    The file is written atomically: on any error, failed verification or Ctrl-C,
+    nothing is left at ``out``.
+
+    Args:
+        spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
+        out: where the ``.onnx`` file goes; its directory must exist.
+        overrides: ``PATH=VALUE`` assignments applied before validation.
+        weights: a state dict file to load first (see ``load_weights``); none means fresh weights.
+        opset: ONNX opset to target; none means the exporter's default.
+        batch_size: the larger verification batch when dynamic (at least 2), the
+            fixed batch when ``static``.
+        static: fix batch, height and width instead of leaving them dynamic.
+        provider: ``auto`` (CUDA when it can run, else CPU), ``cuda`` or ``cpu``.
+        tolerance: elementwise ``rtol``/``atol``; default ``FP32_TOLERANCE``.
+        verify: run and compare the file under onnxruntime before keeping it.
+        progress: called with a short description as each long step starts.
+
+    Returns:
+        The ``ExportReport``: exporter, opset, input dims, file size, versions and
+        every verification case's max abs and rel error. ``to_json()`` serialises it.
+
+    Raises:
+        SpecError: bad spec, override, weights, output path or provider.
+        VerificationError: the file does not match PyTorch (``.report`` has the numbers).
+    """
+    from archspec.exporters.onnx import export_onnx as export
+    from archspec.exporters.report import FP32_TOLERANCE
+
+    return export(
+        _as_spec(spec, overrides),
+        out,
+        weights=weights,
+        opset=opset,
+        batch_size=batch_size,
+        static=static,
+        provider=provider,
+        tolerance=tolerance or FP32_TOLERANCE,
+        verify_output=verify,
+        progress=progress or (lambda _: None),
+    )

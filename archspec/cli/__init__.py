@@ -39,9 +39,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from archspec.cli import build, schema, validate
+    from archspec.cli import build, export, schema, validate
 
-    for module in (build, schema, validate):
+    for module in (build, export, schema, validate):
         main.add_command(module.command)
 
 

@@ -1,0 +1,110 @@
+"""``archspec export``: write a verified ONNX file; exit 0 ok, 1 verification failed, 2 bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from archspec.cli.options import overrides_option, spec_argument
+from archspec.errors import Problem, SpecError
+from archspec.exporters.report import ExportReport, Tolerance, VerificationError
+
+EXIT_VERIFICATION_FAILED = 1
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr when it is a terminal; silence otherwise (pipes, CI, tests)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda _: None
+        return
+    with console.status("starting") as status:
+        yield status.update
+
+
+def _write_report(path: str | None, report: ExportReport) -> None:
+    if path is None:
+        return
+    try:
+        Path(path).write_text(report.to_json() + "\n", encoding="utf-8")
+    except OSError as error:
+        raise SpecError(Problem(f"cannot write report: {error.strerror}", file=path)) from None
+
+
+def _echo_report(report: ExportReport) -> None:
+    fallback = f" (fallback: {report.exporter_fallback_reason})" if report.exporter_fallback_reason else ""
+    click.echo(
+        f"wrote {report.output}: {report.file_bytes / 1e6:.1f} MB, {report.params:,} parameters, "
+        f"opset {report.opset}, {report.exporter} exporter{fallback}"
+    )
+    dims = ", ".join(str(d) for d in report.input_shape)
+    click.echo(f"{report.input_name} ({dims}) -> {report.output_name}")
+    verification = report.verification
+    if verification is None:
+        click.echo("not verified (--no-verify)")
+        return
+    provider = verification.providers[0]
+    why = f" ({verification.cuda_unused_reason})" if verification.cuda_unused_reason else ""
+    click.echo(
+        f"verified on {provider}{why}, rtol {verification.tolerance.rtol:g}, "
+        f"atol {verification.tolerance.atol:g}:"
+    )
+    for case in verification.cases:
+        click.echo(f"  {case.describe()}")
+
+
+@click.command("export")
+@spec_argument
+@click.option("--onnx", "out", required=True, type=click.Path(), metavar="OUT",
+              help="Where to write the .onnx file (its directory must exist).")
+@click.option("--weights", type=click.Path(), metavar="FILE",
+              help="State dict to load first: .pt/.pth (weights_only) or .safetensors.")
+@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: the exporter's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="The larger verification batch; the fixed batch with --static.")
+@click.option("--static", is_flag=True, help="Fix batch, height and width instead of leaving them dynamic.")
+@click.option("--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="onnxruntime execution provider for verification.")
+@click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default 1e-3).")
+@click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default 1e-4).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="REPORT.json",
+              help="Write the whole report as JSON.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
+@overrides_option
+def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
+            static: bool, provider: str, rtol: float | None, atol: float | None,
+            report_path: str | None, no_verify: bool, overrides: tuple[str, ...]) -> None:
+    """Export SPEC to an ONNX file and verify it under onnxruntime."""
+    import archspec
+    from archspec.exporters.report import FP32_TOLERANCE
+
+    tolerance = Tolerance(
+        rtol=FP32_TOLERANCE.rtol if rtol is None else rtol,
+        atol=FP32_TOLERANCE.atol if atol is None else atol,
+    )
+    if report_path is not None and not Path(report_path).parent.is_dir():
+        raise SpecError(Problem("report directory does not exist", file=report_path))
+    with _progress() as progress:
+        try:
+            report = archspec.export_onnx(
+                spec, out, overrides=overrides, weights=weights, opset=opset,
+                batch_size=batch_size, static=static, provider=provider,
+                tolerance=tolerance, verify=not no_verify, progress=progress,
+            )
+        except VerificationError as error:
+            failure: VerificationError | None = error
+        else:
+            failure = None
+    if failure is not None:
+        _write_report(report_path, failure.report)
+        click.echo(f"error: {failure}; nothing written to {out}", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
+    _write_report(report_path, report)
+    _echo_report(report)

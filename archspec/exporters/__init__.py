@@ -1,0 +1,1 @@
+"""Exporters: a built network to a deployable file, verified against PyTorch."""

@@ -1,0 +1,281 @@
+"""Spec → one self-contained, verified ONNX file, written atomically.
+
+The file is built in a temporary file beside the output, checked, run under
+onnxruntime, and only then renamed over the output: an error, a failed
+verification or Ctrl-C leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+from onnx import helper
+from torch import nn
+
+from archspec.builder import build_module
+from archspec.errors import Problem, SpecError
+from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
+from archspec.exporters.verify import Case, resolve_providers, verify
+from archspec.spec.load import load_spec
+from archspec.spec.schema import ClassifierHead, ImageInput, Spec
+from archspec.spec.shapes import input_shape
+from archspec.weights import load_weights
+
+INPUT_NAME = "input"
+_MAX_FILE_BYTES = 2**31  # protobuf's limit for one message: bigger models need external data
+_BYTES_PER_VALUE = 4  # fp32 weights and buffers
+_SEED = 0
+
+
+def output_name(spec: Spec) -> str:
+    """``logits`` for a classifier, ``prediction`` for a regressor."""
+    return "logits" if isinstance(spec.head, ClassifierHead) else "prediction"
+
+
+def canonical_json(spec: Spec) -> str:
+    """The spec as sorted, compact JSON: the same spec always gives the same bytes."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def _dynamic_dims(spec: Spec, static: bool) -> dict[int, str]:
+    """Input axes left free: batch always, height and width for images (the head pools globally)."""
+    if static:
+        return {}
+    if isinstance(spec.input, ImageInput):
+        return {0: "batch", 2: "height", 3: "width"}
+    return {0: "batch"}
+
+
+def _second_size(spec: Spec) -> tuple[int, int]:
+    """A non-square spatial size other than the declared one that the network accepts."""
+    assert isinstance(spec.input, ImageInput)
+    height, width = spec.input.height, spec.input.width
+    for candidate in ((height * 3 // 4, width * 5 // 8), (height * 5 // 4, width * 9 // 8)):
+        data = spec.model_dump(mode="json")
+        data["input"].update(height=candidate[0], width=candidate[1])
+        try:
+            load_spec(data)
+        except SpecError:
+            continue
+        return candidate
+    raise AssertionError("a larger input always passes the static pass")  # pragma: no cover
+
+
+def verification_cases(spec: Spec, *, batch_size: int, static: bool) -> tuple[Case, ...]:
+    """Batch 1 and a larger batch, and for images a second spatial size; one case when static."""
+    shape = input_shape(spec)
+    if static:
+        return (Case(f"batch {batch_size}", (batch_size, *shape)),)
+    larger = max(batch_size, 2)
+    cases = [Case("batch 1", (1, *shape)), Case(f"batch {larger}", (larger, *shape))]
+    if isinstance(spec.input, ImageInput):
+        height, width = _second_size(spec)
+        cases.append(Case(f"batch {larger} at {height}×{width}", (larger, shape[0], height, width)))
+    return tuple(cases)
+
+
+def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
+                   opset: int | None) -> onnx.ModelProto:
+    program = torch.onnx.export(
+        module,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[output],
+        opset_version=opset,
+        dynamic_shapes=(dims,) if dims else None,
+        external_data=False,
+        optimize=True,
+        verbose=False,
+    )
+    return program.model_proto
+
+
+def _export_torchscript(module: nn.Module, example: torch.Tensor, dims: dict[int, str],
+                        output: str, opset: int | None) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice; the report says which exporter ran
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[output],
+            opset_version=opset,
+            dynamic_axes={INPUT_NAME: dims, output: {0: "batch"}} if dims else None,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _export(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
+            opset: int | None) -> tuple[onnx.ModelProto, str, str | None]:
+    """The ONNX model, which exporter made it, and why the first choice failed if it did."""
+    try:
+        return _export_dynamo(module, example, dims, output, opset), "dynamo", None
+    except Exception as error:  # any exporter failure: the fallback gets its chance
+        reason = f"torch.onnx.export(dynamo=True) failed: {_first_line(error)}"
+    try:
+        return _export_torchscript(module, example, dims, output, opset), "torchscript", reason
+    except Exception as error:
+        raise SpecError(
+            Problem(f"ONNX export failed: {reason}; TorchScript exporter: {_first_line(error)}")
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def _graph_input_shape(model: onnx.ModelProto) -> tuple[int | str, ...]:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return tuple(dim.dim_param or dim.dim_value for dim in dims)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "archspec": version("archspec"),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _check_destination(out: Path) -> None:
+    """Refuse an output path that cannot receive the file, before any long work."""
+    if out.is_dir():
+        raise SpecError(Problem("output path is a directory", file=str(out)))
+    parent = out.parent
+    if not parent.is_dir():
+        raise SpecError(Problem(f"output directory {str(parent)!r} does not exist", file=str(out)))
+
+
+def _claim_temporary(out: Path) -> Path:
+    """Create the temporary file beside ``out``: same filesystem, so the rename is atomic."""
+    temporary = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        temporary.open("xb").close()
+    except OSError as error:
+        raise SpecError(
+            Problem(f"cannot write to {str(out.parent)!r}: {error.strerror}", file=str(out))
+        ) from None
+    return temporary
+
+
+def _write(path: Path, model: onnx.ModelProto) -> None:
+    with path.open("wb") as file:
+        file.write(model.SerializeToString())
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def export_onnx(
+    spec: Spec,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    opset: int | None = None,
+    batch_size: int = 4,
+    static: bool = False,
+    provider: str = "auto",
+    tolerance: Tolerance = FP32_TOLERANCE,
+    verify_output: bool = True,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ExportReport:
+    """Export a validated spec's network to ``out`` and prove the file under onnxruntime.
+
+    See ``archspec.export_onnx`` for the arguments.
+
+    Raises:
+        SpecError: bad weights, an unusable output path, an unavailable provider,
+            or a model too large for one file.
+        VerificationError: the file does not match PyTorch; nothing is left at ``out``.
+    """
+    out = Path(out)
+    _check_destination(out)
+    providers = resolve_providers(provider) if verify_output else None
+    module = build_module(spec)
+    if weights is not None:
+        load_weights(module, weights)
+    module.eval()
+    values = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+    if values * _BYTES_PER_VALUE >= _MAX_FILE_BYTES:
+        raise SpecError(Problem(f"{values:,} weight values exceed the 2 GiB a single ONNX file holds"))
+
+    dims = _dynamic_dims(spec, static)
+    example_batch = batch_size if static else max(batch_size, 2)  # batch 1 would be specialised
+    example = torch.randn((example_batch, *input_shape(spec)),
+                          generator=torch.Generator().manual_seed(_SEED))
+    output = output_name(spec)
+    spec_json = canonical_json(spec)
+    versions = _versions()
+
+    temporary = _claim_temporary(out)
+    try:
+        progress("exporting with torch.onnx")
+        model, exporter, fallback_reason = _export(module, example, dims, output, opset)
+        metadata = {
+            "archspec.spec": spec_json,
+            "archspec.spec_sha256": hashlib.sha256(spec_json.encode()).hexdigest(),
+            "archspec.exporter": exporter,
+            "archspec.opset": str(_opset(model)),
+            "archspec.verification": "not run",
+            **{f"{name}.version": number for name, number in versions.items()},
+        }
+        helper.set_model_props(model, metadata)
+        _write(temporary, model)
+        verification = None
+        if providers is not None:
+            verification = verify(temporary, module, verification_cases(spec, batch_size=batch_size, static=static),
+                                  providers=providers, tolerance=tolerance, progress=progress)
+            metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
+            helper.set_model_props(model, metadata)
+            _write(temporary, model)
+        progress("checking the file with onnx.checker")
+        onnx.checker.check_model(str(temporary), full_check=True)
+        passed = verification is None or verification.passed
+        report = ExportReport(
+            spec_name=spec.name,
+            spec_sha256=metadata["archspec.spec_sha256"],
+            output=str(out),
+            params=sum(p.numel() for p in module.parameters()),
+            weights=None if weights is None else str(weights),
+            exporter=exporter,
+            exporter_fallback_reason=fallback_reason,
+            opset=_opset(model),
+            input_name=INPUT_NAME,
+            output_name=output,
+            input_shape=_graph_input_shape(model),
+            file_bytes=temporary.stat().st_size,
+            versions=versions,
+            written=passed,
+            verification=verification,
+        )
+        if not passed:
+            assert verification is not None
+            worst = "; ".join(case.describe() for case in verification.failures)
+            raise VerificationError(
+                f"verification failed (rtol {tolerance.rtol:g}, atol {tolerance.atol:g}): {worst}", report
+            )
+        os.replace(temporary, out)
+        return report
+    finally:
+        temporary.unlink(missing_ok=True)  # gone already after a successful rename

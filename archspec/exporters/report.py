@@ -1,0 +1,130 @@
+"""What an export did and what its verification found, as data that serialises to JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise bound ``|onnx - torch| <= atol + rtol * |torch|`` (``numpy.allclose``)."""
+
+    rtol: float
+    atol: float
+
+
+# fp32 through a different runtime reorders sums; DenseNet-201 logits stay well inside this.
+FP32_TOLERANCE = Tolerance(rtol=1e-3, atol=1e-4)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One verification input: its shape and how far onnxruntime landed from PyTorch."""
+
+    name: str
+    """``batch 1``, ``batch 4``, ``batch 4 at 168×140``."""
+    input_shape: tuple[int, ...]
+    max_abs_error: float
+    max_rel_error: float
+    """Largest ``|onnx - torch| / |torch|`` where ``|torch| > atol`` (below that atol governs)."""
+    outside_tolerance: int
+    """How many output elements break the tolerance."""
+    elements: int
+
+    @property
+    def passed(self) -> bool:
+        return self.outside_tolerance == 0
+
+    def describe(self) -> str:
+        """One line: the case and its errors."""
+        verdict = "ok" if self.passed else f"{self.outside_tolerance} of {self.elements} outputs outside tolerance"
+        return (
+            f"{self.name} {tuple(self.input_shape)}: max abs error {self.max_abs_error:.3g}, "
+            f"max rel error {self.max_rel_error:.3g} ({verdict})"
+        )
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The onnxruntime run: which provider really ran, the tolerance, every case."""
+
+    provider_requested: str
+    """``auto``, ``cuda`` or ``cpu``."""
+    providers: tuple[str, ...]
+    """What ``session.get_providers()`` returned: the providers that actually ran."""
+    cuda_unused_reason: str | None
+    """Why CUDA did not run, when it did not (``None`` when it ran)."""
+    tolerance: Tolerance
+    cases: tuple[CaseResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple[CaseResult, ...]:
+        return tuple(case for case in self.cases if not case.passed)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form stored in the ONNX file's metadata."""
+        return {
+            "passed": self.passed,
+            "provider": self.providers[0],
+            "rtol": self.tolerance.rtol,
+            "atol": self.tolerance.atol,
+            "max_abs_error": max(case.max_abs_error for case in self.cases),
+            "max_rel_error": max(case.max_rel_error for case in self.cases),
+            "cases": [case.name for case in self.cases],
+        }
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Everything one ``export_onnx`` call decided and measured."""
+
+    spec_name: str
+    spec_sha256: str
+    """sha256 of the spec's canonical JSON (also stored in the file)."""
+    output: str
+    params: int
+    weights: str | None
+    """The weights file loaded, or ``None`` for a freshly initialised network."""
+    exporter: str
+    """``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``torchscript`` (the fallback)."""
+    exporter_fallback_reason: str | None
+    opset: int
+    input_name: str
+    output_name: str
+    input_shape: tuple[int | str, ...]
+    """The graph's input dims; names (``batch``, ``height``, ``width``) are dynamic."""
+    file_bytes: int
+    versions: dict[str, str]
+    written: bool
+    """Whether the file is at ``output``: false when verification failed."""
+    verification: VerifyReport | None
+    """``None`` when run with ``verify=False``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.verification is not None:
+            data["verification"]["passed"] = self.verification.passed
+            for case, result in zip(data["verification"]["cases"], self.verification.cases):
+                case["passed"] = result.passed
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+
+class VerificationError(Exception):
+    """The exported file did not match the PyTorch module; nothing was written at the output.
+
+    Attributes:
+        report: the full report, with every case's errors.
+    """
+
+    def __init__(self, message: str, report: ExportReport):
+        super().__init__(message)
+        self.report = report
