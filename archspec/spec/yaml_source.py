@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "null")}
 _TIMESTAMP = f"{_TAG}timestamp"  # an unquoted date: kept as the text written
 _CONTAINER_TAGS = {f"{_TAG}map", f"{_TAG}seq"}
+_EXPONENT = re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 _construct = SafeConstructor()
 _resolver = Resolver()
 
@@ -120,14 +122,15 @@ class _Builder:
         mark = event.start_mark
         return Position(self.file, mark.line + 1, mark.column + 1)
 
-    def fail(self, event: events.Event, message: str) -> SpecError:
-        return SpecError([*self.problems, self.at(event).problem(message)])
+    def fail(self, event: events.Event, message: str, loc: Loc = ()) -> SpecError:
+        return SpecError([*self.problems, self.at(event).problem(message, dotted(loc))])
 
-    def count(self, event: events.Event, nodes: int) -> None:
+    def count(self, event: events.Event, nodes: int, loc: Loc) -> None:
         self.nodes += nodes
         if self.nodes > MAX_NODES:
             raise self.fail(
-                event, f"more than {MAX_NODES:,} values (after expanding aliases); refusing to go on"
+                event, f"more than {MAX_NODES:,} values (after expanding aliases); refusing to go on",
+                loc,
             )
 
     def next_loc(self, event: events.Event) -> Loc | None:
@@ -168,26 +171,29 @@ class _Builder:
     def key(self, event: events.Event) -> None:
         top = self.stack[-1]
         if not isinstance(event, events.ScalarEvent):
-            raise self.fail(event, "mapping keys must be plain strings, not lists or mappings")
-        name = self.scalar(event)
+            raise self.fail(event, "mapping keys must be plain strings, not lists or mappings", top.loc)
+        name = self.scalar(event, top.loc)
         if not isinstance(name, str):
-            raise self.fail(event, f"mapping keys must be strings, got {name!r} (quote it)")
+            raise self.fail(event, f"mapping keys must be strings, got {name!r} (quote it)", top.loc)
         where = self.at(event)
         self.log.append(((*top.loc, name), where, True))
         top.key = (name, where)
 
-    def scalar(self, event: events.ScalarEvent) -> Any:
+    def scalar(self, event: events.ScalarEvent, loc: Loc) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
             tag = _resolver.resolve(ScalarNode, event.value, event.implicit)
+            if tag == f"{_TAG}str" and event.implicit[0] and _EXPONENT.match(event.value):
+                tag = f"{_TAG}float"  # JSON's and YAML 1.2's 1e12; YAML 1.1 would keep the text
         if tag == _TIMESTAMP:
             return event.value
         if tag not in _SCALAR_TAGS:
-            raise self.fail(event, f"tag {_shown(tag)} is not allowed: a spec holds plain data only")
+            raise self.fail(event, f"tag {_shown(tag)} is not allowed: a spec holds plain data only", loc)
         try:
             return _construct.yaml_constructors[tag](_construct, ScalarNode(tag, event.value))
         except (yaml.YAMLError, ValueError):
-            raise self.fail(event, f"{event.value!r} is not a valid {_shown(tag)}") from None
+            shown = event.value if len(event.value) <= 40 else event.value[:39] + "…"
+            raise self.fail(event, f"{shown!r} is not a valid {_shown(tag)}", loc) from None
 
     def feed(self, event: events.Event) -> None:
         if isinstance(event, (events.StreamStartEvent, events.StreamEndEvent,
@@ -208,19 +214,21 @@ class _Builder:
         if isinstance(event, events.AliasEvent):
             self.alias(event, loc)
             return
-        self.count(event, 1)
+        self.count(event, 1, loc)
         where = self.at(event)
         self.log.append((loc, where, False))
         if isinstance(event, events.ScalarEvent):
-            value = self.scalar(event)
+            value = self.scalar(event, loc)
             if event.anchor is not None:
                 self.anchors[event.anchor] = (value, [((), where, False)], 1)
             self.add(value)
             return
         if event.tag is not None and event.tag not in _CONTAINER_TAGS and event.tag != "!":
-            raise self.fail(event, f"tag {_shown(event.tag)} is not allowed: a spec holds plain data only")
+            raise self.fail(
+                event, f"tag {_shown(event.tag)} is not allowed: a spec holds plain data only", loc
+            )
         if len(self.stack) >= MAX_DEPTH:
-            raise self.fail(event, f"nested more than {MAX_DEPTH} levels deep")
+            raise self.fail(event, f"nested more than {MAX_DEPTH} levels deep", loc)
         container: dict[str, Any] | list[Any] = (
             {} if isinstance(event, events.MappingStartEvent) else []
         )
@@ -236,9 +244,9 @@ class _Builder:
 
     def alias(self, event: events.AliasEvent, loc: Loc) -> None:
         if event.anchor not in self.anchors:
-            raise self.fail(event, f"alias *{event.anchor} refers to an anchor not yet complete")
+            raise self.fail(event, f"alias *{event.anchor} refers to an anchor not yet complete", loc)
         value, relative, size = self.anchors[event.anchor]
-        self.count(event, size)
+        self.count(event, size, loc)
         where = self.at(event)
         self.log.append((loc, where, False))
         self.log.extend(((*loc, *rel), where, is_key) for rel, _, is_key in relative[1:])
@@ -255,6 +263,10 @@ class _Builder:
 
 def _shown(tag: str) -> str:
     return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+def _code(character: str | int) -> int:
+    return ord(character) if isinstance(character, str) else character
 
 
 def _line_column(text: str, index: int) -> tuple[int, int]:
@@ -281,7 +293,7 @@ def parse_text(text: str, file: str | None = None) -> Document:
         line, column = _line_column(text, error.position)
         raise SpecError(
             Position(file, line, column).problem(
-                f"character {error.character!r} is not allowed in a spec ({error.reason})"
+                f"character U+{_code(error.character):04X} is not allowed in a spec ({error.reason})"
             )
         ) from None
     except yaml.YAMLError as error:
