@@ -9,5 +9,8 @@ from archspec.spec.json_schema import json_schema_text
 
 @click.command("schema")
 def command() -> None:
-    """Print the JSON Schema of spec files (committed as docs/archspec.schema.json)."""
+    """Print the JSON Schema of spec files.
+
+    The same text is committed as docs/archspec.schema.json; point editors at it.
+    """
     click.echo(json_schema_text(), nl=False)
