@@ -9,6 +9,7 @@ naming the file, with a short diff when the keys or shapes do not fit.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from archspec.errors import Problem, SpecError
 
 _SHOWN = 5  # keys listed per kind of mismatch; the rest are counted
 _MESSAGE_CHARS = 200  # a loader's own message is cut to one short line
+_UNPICKLER_MARKER = "WeightsUnpickler error:"  # torch's detail follows this in its long message
 
 # Checkpoints written before torchvision renamed `norm.1` to `norm1` (its `_load_state_dict`).
 _LEGACY_DENSE_LAYER_KEY = re.compile(
@@ -26,10 +28,20 @@ _LEGACY_DENSE_LAYER_KEY = re.compile(
 )
 
 
-def _short(error: BaseException) -> str:
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    text = lines[0]
-    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
+def _sentence(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    first = first.split(". ")[0].rstrip(".")
+    return first if len(first) <= _MESSAGE_CHARS else first[: _MESSAGE_CHARS - 1] + "…"
+
+
+def _reason(error: BaseException) -> str:
+    """The loader's own message cut to what matters; torch's advice to drop weights_only is left out."""
+    text = str(error)
+    if _UNPICKLER_MARKER in text:
+        return f"refused by torch.load(weights_only=True): {_sentence(text.split(_UNPICKLER_MARKER, 1)[1])}"
+    if "PytorchStreamReader" in text:
+        return f"truncated or corrupt archive ({_sentence(text.replace('PytorchStreamReader ', ''))})"
+    return _sentence(text) or type(error).__name__
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -44,15 +56,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "does not exist"
         raise SpecError(Problem(f"weights file {reason}", file=file))
+    if path.stat().st_size == 0:
+        raise SpecError(Problem("weights file is empty", file=file))
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(path, device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pickle-protocol notices; a refusal is reported below
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for one cause: bad bytes
-        raise SpecError(Problem(f"cannot load weights: {_short(error)}", file=file)) from None
+        raise SpecError(Problem(f"cannot load weights: {_reason(error)}", file=file)) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(key, str) and isinstance(value, Tensor) for key, value in state.items()
     ):

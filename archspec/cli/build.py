@@ -15,12 +15,15 @@ from archspec.spec.shapes import static_pass
 @overrides_option
 @click.option("--print-spec", is_flag=True,
               help="Print the resolved spec (after extends, defaults and --set) as YAML.")
+@click.option("--weights", type=click.Path(), metavar="FILE",
+              help="Load a state dict strictly: .pt/.pth (weights_only) or .safetensors.")
 @click.option("--summary", is_flag=True, help="Print torchinfo's table of the network.")
 @click.option("--depth", type=click.IntRange(min=0), default=3, show_default=True,
               help="Nesting depth of the summary table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the input used for the summary.")
-def command(spec: str, overrides: tuple[str, ...], print_spec: bool, summary: bool, depth: int, batch_size: int) -> None:
+def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: str | None, summary: bool,
+            depth: int, batch_size: int) -> None:
     """Build SPEC into a torch module and print its parameters and output shape."""
     import archspec
 
@@ -28,6 +31,8 @@ def command(spec: str, overrides: tuple[str, ...], print_spec: bool, summary: bo
     if print_spec:
         click.echo(spec_yaml(resolved), nl=False)
     model = archspec.build(resolved)
+    if weights is not None:
+        archspec.load_weights(model, weights)
     params = sum(p.numel() for p in model.parameters())
     result = static_pass(resolved)
     if summary:

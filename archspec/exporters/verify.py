@@ -87,7 +87,7 @@ def resolve_providers(requested: str) -> Providers:
     reason = _probe_cuda()
     if requested == "cuda":
         if reason is not None:
-            raise SpecError(Problem(f"--provider cuda: {reason}", path="provider"))
+            raise SpecError(Problem(f"--provider cuda: {reason}"))
         return Providers(requested, ((CUDA, _CUDA_OPTIONS),), None)
     if reason is None:
         return Providers(requested, ((CUDA, _CUDA_OPTIONS), CPU), None)

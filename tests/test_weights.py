@@ -1,0 +1,178 @@
+"""Weights files: strict loading with readable diffs, torchvision's legacy keys, hostile files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+import archspec
+from archspec.cli import main
+from archspec.weights import remap_legacy_keys
+from tests.conftest import ROOT
+
+TUTORIAL = ROOT / "specs" / "tutorial.yaml"
+DENSENET121 = ROOT / "specs" / "densenet121.yaml"
+
+
+@pytest.fixture(scope="module")
+def tutorial_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return archspec.build(TUTORIAL).state_dict()
+
+
+def _refusal(path: Path, *, spec: Path = TUTORIAL, overrides: tuple[str, ...] = ()) -> list[str]:
+    """The problems ``load_weights`` reports, as the CLI prints them."""
+    with pytest.raises(archspec.SpecError) as caught:
+        archspec.load_weights(archspec.build(spec, overrides=overrides), path)
+    assert all(problem.file == str(path) for problem in caught.value.problems)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_pt_and_safetensors_round_trip(tmp_path, tutorial_state):
+    torch.save(tutorial_state, tmp_path / "w.pt")
+    save_file({k: v.contiguous() for k, v in tutorial_state.items()}, tmp_path / "w.safetensors")
+    for name in ("w.pt", "w.safetensors"):
+        model = archspec.load_weights(archspec.build(TUTORIAL), tmp_path / name)
+        loaded = model.state_dict()
+        # conv0 2, norm0 4, 16 layers × 6, 3 transitions × 6, norm5 4, classifier 2 = 126 tensors,
+        # plus num_batches_tracked of the 21 batch norms
+        assert len(loaded) == len(tutorial_state) == 147, name
+        assert all(torch.equal(loaded[k], v) for k, v in tutorial_state.items()), name
+
+
+def test_torchvision_legacy_keys_load(tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.densenet121().eval()
+    state = reference.state_dict()
+    # The pre-0.4 style: `denselayer1.norm.1.weight`; such checkpoints had no num_batches_tracked.
+    legacy = {
+        key.replace(".norm1.", ".norm.1.").replace(".conv1.", ".conv.1.")
+        .replace(".norm2.", ".norm.2.").replace(".conv2.", ".conv.2."): value
+        for key, value in state.items()
+        if not key.endswith("num_batches_tracked")
+    }
+    renamed = [key for key in legacy if ".norm.1." in key or ".conv.2." in key
+               or ".norm.2." in key or ".conv.1." in key]
+    # 58 dense layers × (norm1: 4, conv1: 1, norm2: 4, conv2: 1) tensors
+    assert len(renamed) == 580
+    assert set(remap_legacy_keys(legacy)) == {k for k in state if not k.endswith("num_batches_tracked")}
+    torch.save(legacy, tmp_path / "legacy.pth")
+
+    model = archspec.load_weights(archspec.build(DENSENET121), tmp_path / "legacy.pth").eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_wrong_shapes_refused_with_diff(tmp_path, tutorial_state):
+    torch.save(tutorial_state, tmp_path / "w.pt")
+    path = tmp_path / "w.pt"
+    # classifier reads 248 features (tutorial.yaml: last block width); 5 classes instead of 10
+    assert _refusal(path, overrides=("head.num_classes=5",)) == [
+        f"{path}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
+        "classifier.bias (file (10), model (5))"
+    ]
+
+
+def test_missing_and_unexpected_keys_listed_and_counted(tmp_path, tutorial_state):
+    state = {k: v for k, v in tutorial_state.items() if not k.startswith("features.denseblock4")}
+    state.update({f"extra.{i}": torch.zeros(1) for i in range(7)})
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    # denseblock4: 4 layers × (norm: 4, conv: 2) tensors = 24 (num_batches_tracked may be absent)
+    assert _refusal(path) == [
+        f"{path}: 24 missing keys: features.denseblock4.denselayer1.norm.weight, "
+        "features.denseblock4.denselayer1.norm.bias, features.denseblock4.denselayer1.norm.running_mean, "
+        "features.denseblock4.denselayer1.norm.running_var, features.denseblock4.denselayer1.conv.weight, "
+        "… and 19 more",
+        f"{path}: 7 unexpected keys: extra.0, extra.1, extra.2, extra.3, extra.4, … and 2 more",
+    ]
+
+
+def test_nan_and_inf_reported(tmp_path, tutorial_state):
+    state = dict(tutorial_state)
+    state["features.conv0.weight"] = state["features.conv0.weight"].clone()
+    state["features.conv0.weight"][0, 0, 0, 0] = float("nan")
+    state["classifier.bias"] = torch.full((10,), float("inf"))
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    assert _refusal(path) == [
+        f"{path}: 2 tensors with NaN or inf values: features.conv0.weight, classifier.bias"
+    ]
+
+
+class _RunsCode:
+    """Unpickling this would create ``marker``: the classic code-execution payload, made harmless."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"features.conv0.weight": _RunsCode(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))  # torch.load reads protocol 2 plain pickles
+    assert _refusal(path) == [
+        f"{path}: cannot load weights: refused by torch.load(weights_only=True): "
+        "Unsupported global: GLOBAL io.open was not an allowed global by default"
+    ]
+    assert not marker.exists()
+
+
+def test_truncated_random_and_empty_files_refused(tmp_path, tutorial_state):
+    whole = tmp_path / "whole.pt"
+    torch.save(tutorial_state, whole)
+    (tmp_path / "truncated.pt").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    # b"g" is pickle's GET opcode (103), which the weights_only unpickler refuses
+    (tmp_path / "random.pth").write_bytes(b"\x80\x02g" + bytes(range(256)) * 16)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "random.safetensors").write_bytes(b"\xff" * 64)
+    expected = {
+        "truncated.pt": "cannot load weights: truncated or corrupt archive "
+        "(failed reading zip archive: failed finding central directory)",
+        "random.pth": "cannot load weights: refused by torch.load(weights_only=True): Unsupported operand 103",
+        "empty.pt": "weights file is empty",
+        "random.safetensors": "cannot load weights: Error while deserializing header: header too large",
+    }
+    for name, message in expected.items():
+        assert _refusal(tmp_path / name) == [f"{tmp_path / name}: {message}"]
+
+
+def test_directory_missing_file_and_non_state_dict(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    assert _refusal(tmp_path) == [f"{tmp_path}: weights file is a directory"]
+    assert _refusal(tmp_path / "nope.pt") == [f"{tmp_path / 'nope.pt'}: weights file does not exist"]
+    assert _refusal(tmp_path / "list.pt") == [
+        f"{tmp_path / 'list.pt'}: not a state dict (a mapping of names to tensors); found list"
+    ]
+
+
+def test_build_cli_weights(tmp_path, tutorial_state):
+    torch.save(tutorial_state, tmp_path / "w.pt")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["build", str(TUTORIAL), "--weights", str(tmp_path / "w.pt")])
+    assert ok.exit_code == 0, ok.output
+    # tutorial.yaml: 758,226 parameters, 10 classes
+    assert ok.output == "tutorial: 758,226 parameters, input (1, 1, 96, 96) -> output (1, 10)\n"
+
+    bad = runner.invoke(main, ["build", str(TUTORIAL), "--set", "head.num_classes=5",
+                               "--weights", str(tmp_path / "w.pt")])
+    assert bad.exit_code == 2
+    assert bad.output == (
+        f"{tmp_path / 'w.pt'}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
+        "classifier.bias (file (10), model (5))\n"
+    )
