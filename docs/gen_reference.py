@@ -54,7 +54,9 @@ The base is read first and the file laid over it: **mappings merge key by key,
 all the way down; lists and plain values are replaced whole.** Chains work
 (a file may extend a file that extends another); a cycle is an error naming the
 files in it. An error in an inherited value points at the file and line where
-that value was written. In a file with `extends`, no top-level field is required.
+that value was written. In a file with `extends`, no top-level field is required;
+a part you restate should still carry its `type`, so that editors can check it
+against the right member of the schema (the loader takes it from the base either way).
 
 ## Overrides: `--set`
 

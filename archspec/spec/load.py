@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archspec.errors import SpecError
+from archspec.errors import Problem, SpecError
 from archspec.spec.extends import resolve
 from archspec.spec.overrides import apply_override
 from archspec.spec.paths import dotted
@@ -23,6 +23,9 @@ from archspec.spec.shapes import static_pass
 from archspec.spec.yaml_source import Document
 
 __all__ = ["dotted", "load_document", "load_spec", "validate"]
+
+MAX_PROBLEMS = 50
+"""Problems reported for one spec; a generated file can hold thousands of the same mistake."""
 
 
 def load_document(
@@ -51,8 +54,13 @@ def validate(document: Document) -> Spec:
     try:
         spec = Spec.model_validate(document.data)
     except ValidationError as error:
-        problems = [from_pydantic(item, document) for item in error.errors()]
-        raise SpecError(sorted(problems, key=_file_order)) from None
+        problems = sorted((from_pydantic(item, document) for item in error.errors()), key=_file_order)
+        if len(problems) > MAX_PROBLEMS:
+            hidden, next_one = len(problems) - MAX_PROBLEMS, problems[MAX_PROBLEMS]
+            more = Problem(f"{hidden:,} more problems from here on, not shown", next_one.path,
+                           next_one.file, next_one.line, next_one.column)
+            problems = [*problems[:MAX_PROBLEMS], more]
+        raise SpecError(problems) from None
     try:
         static_pass(spec)
     except SpecError as error:
