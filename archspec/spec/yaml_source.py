@@ -39,6 +39,7 @@ MAX_DEPTH = 32
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "null")}
 _TIMESTAMP = f"{_TAG}timestamp"  # an unquoted date: kept as the text written
+_MAX_DUPLICATES = 50  # duplicate keys reported before giving up on a file
 _CONTAINER_TAGS = {f"{_TAG}map", f"{_TAG}seq"}
 _EXPONENT = re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 _construct = SafeConstructor()
@@ -102,6 +103,7 @@ class _Open:
     anchor: str | None
     start: int  # index into the position log where this container's entries begin
     key: tuple[str, Position] | None = None  # the key whose value comes next
+    seen: dict[str, Position] = field(default_factory=dict)  # where each key was first written
 
 
 class _Builder:
@@ -155,18 +157,19 @@ class _Builder:
             top.value.append(value)
             return
         name, key_at = top.key
-        if name in top.value:
-            first = next(p for l, p, k in self.log if k and l == (*top.loc, name))
-            self.problems.append(
-                key_at.problem(
-                    f"duplicate key {name!r} (first written at line {first.line}); "
-                    "each key may appear once",
-                    path=dotted((*top.loc, name)),
-                )
-            )
-        else:
-            top.value[name] = value
         top.key = None
+        if name not in top.value:
+            top.value[name] = value
+            return
+        self.problems.append(
+            key_at.problem(
+                f"duplicate key {name!r} (first written at line {top.seen[name].line}); "
+                "each key may appear once",
+                path=dotted((*top.loc, name)),
+            )
+        )
+        if len(self.problems) >= _MAX_DUPLICATES:
+            raise SpecError(self.problems)
 
     def key(self, event: events.Event) -> None:
         top = self.stack[-1]
@@ -178,6 +181,7 @@ class _Builder:
         where = self.at(event)
         self.log.append(((*top.loc, name), where, True))
         top.key = (name, where)
+        top.seen.setdefault(name, where)
 
     def scalar(self, event: events.ScalarEvent, loc: Loc) -> Any:
         tag = event.tag
@@ -202,7 +206,7 @@ class _Builder:
         if isinstance(event, (events.SequenceEndEvent, events.MappingEndEvent)):
             closed = self.stack.pop()
             if closed.anchor is not None:
-                self.remember(closed, event)
+                self.remember(closed)
             self.add(closed.value)
             return
         if self.done:
@@ -234,7 +238,7 @@ class _Builder:
         )
         self.stack.append(_Open(container, loc, event.anchor, len(self.log) - 1))
 
-    def remember(self, closed: _Open, event: events.Event) -> None:
+    def remember(self, closed: _Open) -> None:
         """Keep an anchored container, its positions relative to it, and its size."""
         entries = self.log[closed.start :]
         base = len(closed.loc)
