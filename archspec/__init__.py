@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import VerificationError
+from archspec.spec.guard import DEFAULT_MAX_PARAMS, check_resources
 from archspec.spec.load import load_spec
 from archspec.spec.schema import Spec
 from archspec.spec.shapes import StaticPass, static_pass
@@ -48,22 +49,35 @@ def _as_spec(spec: Spec | str | Path | dict[str, Any], overrides: tuple[str, ...
     return load_spec(spec, overrides)
 
 
-def build(spec: Spec | str | Path | dict[str, Any], *, overrides: tuple[str, ...] = ()) -> DenseNet:
+def build(
+    spec: Spec | str | Path | dict[str, Any],
+    *,
+    overrides: tuple[str, ...] = (),
+    batch_size: int = 1,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_memory: int | None = None,
+) -> DenseNet:
     """Build the ``torch.nn.Module`` a spec describes, freshly initialised.
 
     Args:
         spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
         overrides: ``PATH=VALUE`` assignments applied before validation.
+        batch_size: batch the resource guard checks a forward pass at.
+        max_params: most parameters the resource guard allows (default 2×10⁹).
+        max_memory: most bytes the parameters and a forward pass at ``batch_size``
+            may take; ``None``: this machine's physical memory.
 
     Returns:
         A ``DenseNet`` module with ``num_features``, ``forward_features`` and ``forward_head``.
 
     Raises:
-        SpecError: the spec is invalid.
+        SpecError: the spec is invalid, or exceeds a limit of the resource guard.
     """
     from archspec.builder import build_module
 
-    return build_module(_as_spec(spec, overrides))
+    resolved = _as_spec(spec, overrides)
+    check_resources(resolved, batch_size=batch_size, max_params=max_params, max_memory=max_memory)
+    return build_module(resolved)
 
 
 def summary(spec: Spec | str | Path | dict[str, Any], *, depth: int = 3, batch_size: int = 1) -> str:

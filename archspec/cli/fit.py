@@ -1,0 +1,56 @@
+"""``archspec fit``: how much memory training a spec takes, and the largest batch that fits."""
+
+from __future__ import annotations
+
+import click
+
+from archspec.cli.options import overrides_option, spec_argument
+from archspec.spec.load import load_spec
+from archspec.spec.memory import OPTIMIZER_STATE, format_bytes, parse_bytes
+
+
+@click.command("fit")
+@spec_argument
+@overrides_option
+@click.option("--memory", "memory", required=True, metavar="SIZE",
+              help="Memory available for training, e.g. 4GiB, 2GB or 512MiB.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size the breakdown and --measure use.")
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZER_STATE)), default="sgd",
+              show_default=True, help="Optimizer whose state is counted (momentum: SGD with momentum).")
+@click.option("--measure", is_flag=True,
+              help="Also run one real training step per mode in a subprocess and compare.")
+def command(
+    spec: str, overrides: tuple[str, ...], memory: str, batch_size: int, optimizer: str, measure: bool
+) -> None:
+    """Estimate the training memory of SPEC and the largest batch that fits in --memory."""
+    from archspec.fit import fit
+
+    budget = parse_bytes(memory, option="--memory")
+    resolved = load_spec(spec, overrides)
+    fits = fit(resolved, budget=budget, optimizer=optimizer)
+    click.echo(f"{resolved.name}: training memory at batch {batch_size} with {optimizer}")
+    rows = [
+        ("parameters", [f.estimate.parameters for f in fits]),
+        ("gradients", [f.estimate.gradients for f in fits]),
+        ("optimizer state", [f.estimate.optimizer_state for f in fits]),
+        ("activations", [batch_size * f.estimate.activations_per_sample for f in fits]),
+        ("backward working", [batch_size * f.estimate.working_per_sample for f in fits]),
+        ("total", [f.estimate.total(batch_size) for f in fits]),
+    ]
+    click.echo(f"{'':<18}{'naive':>14}{'memory_efficient':>18}")
+    for label, sizes in rows:
+        click.echo(f"{label:<18}{format_bytes(sizes[0]):>14}{format_bytes(sizes[1]):>18}")
+    for found in fits:
+        click.echo(f"largest batch in {format_bytes(budget)} ({found.mode}): {found.largest_batch}")
+    if measure:
+        from archspec.fit import measure as run_step
+
+        for found in fits:
+            measured = run_step(resolved, mode=found.mode, batch_size=batch_size, optimizer=optimizer)
+            estimated = found.estimate.total(batch_size)
+            click.echo(
+                f"{found.mode}: estimate {format_bytes(estimated)}, measured "
+                f"{format_bytes(measured.peak)} ({(estimated - measured.peak) / measured.peak:+.0%})"
+                f" on {measured.device}"
+            )
