@@ -28,7 +28,7 @@ class CaseResult:
     input_shape: tuple[int, ...]
     max_abs_error: float
     max_rel_error: float
-    """Largest ``|onnx - torch| / |torch|`` where ``|torch| > atol`` (below that atol governs)."""
+    """Largest ``|onnx - torch| / |torch|``; large where PyTorch's output is near zero, where atol governs."""
     outside_tolerance: int
     """How many output elements break the tolerance."""
     elements: int

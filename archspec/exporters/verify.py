@@ -108,8 +108,7 @@ def compare(name: str, shape: tuple[int, ...], actual: np.ndarray, expected: np.
     difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     magnitude = np.abs(expected.astype(np.float64))
     bound = tolerance.atol + tolerance.rtol * magnitude
-    significant = magnitude > tolerance.atol
-    relative = difference[significant] / magnitude[significant]
+    relative = difference / np.maximum(magnitude, np.finfo(np.float32).tiny)
     # NaN anywhere counts as outside tolerance: `difference <= bound` is False for NaN.
     return CaseResult(
         name=name,

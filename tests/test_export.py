@@ -1,0 +1,180 @@
+"""ONNX export through the Python API: every reference spec, torchvision parity, metadata, fallbacks.
+
+Exports are slow (DenseNet-121: about a minute on 2 cores), so each file is made
+once per module and every test reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+
+import archspec
+from archspec.exporters import onnx as onnx_exporter
+from archspec.exporters.onnx import canonical_json
+from archspec.exporters.report import ExportReport
+from archspec.exporters.verify import CPU, resolve_providers
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.onnx
+
+SPECS = ROOT / "specs"
+
+
+def _run(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=[CPU])
+    (output,) = session.run(None, {"input": x.numpy()})
+    return output
+
+
+def _case_summary(report: ExportReport) -> list[tuple[str, tuple[int, ...], bool]]:
+    assert report.verification is not None
+    return [(c.name, tuple(c.input_shape), c.passed) for c in report.verification.cases]
+
+
+@pytest.fixture(scope="module")
+def densenet121(tmp_path_factory) -> tuple[ExportReport, Path, torch.nn.Module]:
+    """DenseNet-121 exported with weights saved from torchvision's (random init, never downloaded)."""
+    folder = tmp_path_factory.mktemp("densenet121")
+    torch.manual_seed(0)
+    reference = torchvision.models.densenet121().eval()
+    torch.save(reference.state_dict(), folder / "torchvision.pth")
+    out = folder / "densenet121.onnx"
+    report = archspec.export_onnx(SPECS / "densenet121.yaml", out, weights=folder / "torchvision.pth",
+                                  provider="cpu", batch_size=2)
+    return report, out, reference
+
+
+def test_densenet121_report(densenet121):
+    report, out, _ = densenet121
+    assert report.written and report.output == str(out)
+    assert (report.exporter, report.exporter_fallback_reason) == ("dynamo", None)
+    assert report.params == 7_978_856  # torchvision.models.densenet121
+    assert report.opset == 20  # torch 2.14's default for dynamo=True
+    assert report.input_shape == ("batch", 3, "height", "width")
+    assert (report.input_name, report.output_name) == ("input", "logits")
+    # 224 × 3/4 = 168, 224 × 5/8 = 140: the second, non-square size
+    assert _case_summary(report) == [
+        ("batch 1", (1, 3, 224, 224), True),
+        ("batch 2", (2, 3, 224, 224), True),
+        ("batch 2 at 168×140", (2, 3, 168, 140), True),
+    ]
+    assert report.verification.providers == (CPU,)
+    assert report.verification.cuda_unused_reason == "CPU provider requested"
+
+
+def test_densenet121_reproduces_torchvision(densenet121):
+    _, out, reference = densenet121
+    for shape in ((3, 3, 224, 224), (1, 3, 200, 256)):
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            expected = reference(x).numpy()
+        actual = _run(out, x)
+        assert actual.shape == (shape[0], 1000)
+        error = float(np.max(np.abs(actual - expected)))
+        assert error < 1e-4, f"max abs error {error:.3g} against torchvision at {shape}"
+
+
+def test_densenet121_file_is_one_self_contained_file(densenet121):
+    report, out, reference = densenet121
+    assert sorted(p.name for p in out.parent.iterdir()) == ["densenet121.onnx", "torchvision.pth"]
+    size = out.stat().st_size
+    assert report.file_bytes == size
+    # 7,978,856 parameters + 83,648 batch-norm running means and variances (torchvision), fp32;
+    # the rest is the graph and metadata, well under 1 MB.
+    values = 7_978_856 + 83_648
+    assert sum(b.numel() for n, b in reference.named_buffers() if "running" in n) == 83_648
+    assert 4 * values <= size <= 4 * values + 1_000_000, size
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_densenet121_metadata(densenet121):
+    report, out, _ = densenet121
+    model = onnx.load(str(out), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    spec_json = canonical_json(archspec.load_spec(SPECS / "densenet121.yaml"))
+    assert meta["archspec.spec"] == spec_json
+    assert json.loads(meta["archspec.spec"])["name"] == "densenet121"
+    assert meta["archspec.spec_sha256"] == hashlib.sha256(spec_json.encode()).hexdigest() == report.spec_sha256
+    assert meta["archspec.opset"] == "20"
+    assert meta["archspec.exporter"] == "dynamo"
+    assert meta["torch.version"] == torch.__version__
+    assert meta["onnx.version"] == onnx.__version__
+    assert meta["onnxruntime.version"] == ort.__version__
+    assert meta["archspec.version"] == archspec.__version__
+    verification = json.loads(meta["archspec.verification"])
+    assert verification["passed"] is True
+    assert verification["provider"] == CPU
+    assert (verification["rtol"], verification["atol"]) == (1e-3, 1e-4)
+    assert verification["max_abs_error"] == max(c.max_abs_error for c in report.verification.cases)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+
+
+@pytest.fixture(scope="module")
+def mlp_tabular(tmp_path_factory) -> tuple[ExportReport, Path]:
+    out = tmp_path_factory.mktemp("mlp") / "mlp.onnx"
+    return archspec.export_onnx(SPECS / "mlp_tabular.yaml", out, provider="cpu", batch_size=3), out
+
+
+def test_mlp_tabular_exports_with_dynamic_batch(mlp_tabular):
+    report, out = mlp_tabular
+    assert report.params == 2_880_449  # mlp_tabular.yaml header
+    assert report.input_shape == ("batch", 330)
+    assert report.output_name == "prediction"
+    assert _case_summary(report) == [("batch 1", (1, 330), True), ("batch 3", (3, 330), True)]
+    x = torch.randn(5, 330, generator=torch.Generator().manual_seed(3))
+    assert _run(out, x).shape == (5, 1)
+    assert list(out.parent.iterdir()) == [out]
+
+
+def test_static_export_fixes_the_input(tmp_path):
+    out = tmp_path / "static.onnx"
+    report = archspec.export_onnx(SPECS / "mlp_tabular.yaml", out, provider="cpu", batch_size=3, static=True)
+    assert report.input_shape == (3, 330)
+    assert _case_summary(report) == [("batch 3", (3, 330), True)]
+    output_dims = onnx.load(str(out)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in output_dims] == [3, 1]
+
+
+def test_torchscript_fallback_is_used_and_reported(tmp_path, monkeypatch):
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("simulated dynamo failure\nwith a second line")
+
+    monkeypatch.setattr(onnx_exporter, "_export_dynamo", failing)
+    out = tmp_path / "tutorial.onnx"
+    report = archspec.export_onnx(SPECS / "tutorial.yaml", out, provider="cpu", batch_size=2)
+    assert report.exporter == "torchscript"
+    assert report.exporter_fallback_reason == "torch.onnx.export(dynamo=True) failed: simulated dynamo failure"
+    assert report.params == 758_226  # tutorial.yaml header
+    assert report.input_shape == ("batch", 1, "height", "width")
+    # 96 × 3/4 = 72, 96 × 5/8 = 60
+    assert _case_summary(report) == [
+        ("batch 1", (1, 1, 96, 96), True),
+        ("batch 2", (2, 1, 96, 96), True),
+        ("batch 2 at 72×60", (2, 1, 72, 60), True),
+    ]
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["archspec.exporter"] == "torchscript"
+
+
+def test_auto_provider_reports_why_cuda_was_not_used(monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    providers = resolve_providers("auto")
+    assert providers.order == (CPU,)
+    assert providers.cuda_unused_reason == (
+        "this onnxruntime build has no CUDAExecutionProvider (available: CPUExecutionProvider)"
+    )
+    with pytest.raises(archspec.SpecError) as caught:
+        resolve_providers("cuda")
+    assert str(caught.value) == (
+        "--provider cuda: this onnxruntime build has no CUDAExecutionProvider (available: CPUExecutionProvider)"
+    )

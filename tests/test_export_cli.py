@@ -1,0 +1,227 @@
+"""``archspec export``: output lines, exit codes 0/1/2, provider fallback, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import archspec
+from archspec.cli import main
+from archspec.exporters import onnx as onnx_exporter
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.onnx
+
+TUTORIAL = str(ROOT / "specs" / "tutorial.yaml")
+NUMBER = r"[0-9.e+-]+"
+
+
+def _export(*args: str):
+    return CliRunner().invoke(main, ["export", *args])
+
+
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory) -> tuple[object, Path]:
+    """The tutorial spec exported once through the CLI with seeded weights, and its JSON report.
+
+    Tests that reuse the exported graph pass the same ``--weights``, so PyTorch and the file agree.
+    """
+    folder = tmp_path_factory.mktemp("tutorial")
+    torch.manual_seed(0)
+    torch.save(archspec.build(TUTORIAL).state_dict(), folder / "w.pt")
+    result = _export(TUTORIAL, "--onnx", str(folder / "tutorial.onnx"), "--report", str(folder / "report.json"),
+                     "--weights", str(folder / "w.pt"), "--provider", "cpu", "--batch-size", "2")
+    return result, folder
+
+
+@pytest.fixture
+def exported_as(monkeypatch):
+    """Make the exporter return a given model, so a test runs the rest of the pipeline on it quickly."""
+
+    def use(model: onnx.ModelProto) -> None:
+        monkeypatch.setattr(onnx_exporter, "_export", lambda *_: (onnx.ModelProto.FromString(
+            model.SerializeToString()), "dynamo", None))
+
+    return use
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_export_writes_file_report_and_lines(tutorial):
+    result, folder = tutorial
+    assert result.exit_code == 0, result.output
+    assert _listing(folder) == ["report.json", "tutorial.onnx", "w.pt"]
+    report = json.loads((folder / "report.json").read_text())
+    size = (folder / "tutorial.onnx").stat().st_size
+    assert report["file_bytes"] == size
+    # tutorial.yaml: 758,226 fp32 parameters + running mean and variance of 3,304 batch-norm
+    # channels (the stage widths in its header), plus the graph and metadata
+    assert 4 * (758_226 + 6_608) <= size <= 4 * (758_226 + 6_608) + 500_000, size
+    lines = result.output.splitlines()
+    assert lines[0] == f"wrote {folder / 'tutorial.onnx'}: {size / 1e6:.1f} MB, 758,226 parameters, opset 20, dynamo exporter"
+    assert lines[1] == "input (batch, 1, height, width) -> logits"
+    assert lines[2] == "verified on CPUExecutionProvider (CPU provider requested), rtol 0.001, atol 0.0001:"
+    for line, shape in zip(lines[3:], ["batch 1 (1, 1, 96, 96)", "batch 2 (2, 1, 96, 96)", "batch 2 at 72×60 (2, 1, 72, 60)"]):
+        assert re.fullmatch(rf"  {re.escape(shape)}: max abs error {NUMBER}, max rel error {NUMBER} \(ok\)", line), line
+    assert len(lines) == 6
+    cases = report["verification"]["cases"]
+    assert [c["outside_tolerance"] for c in cases] == [0, 0, 0]
+    assert [c["elements"] for c in cases] == [10, 20, 20]
+    assert max(c["max_abs_error"] for c in cases) < 1e-5
+    assert report["verification"]["passed"] is True and report["written"] is True
+
+
+def _corrupted(folder: Path) -> onnx.ModelProto:
+    """The tutorial export with 0.001 added to class 0's classifier weights: only logit 0 is wrong.
+
+    (The exporter drops the all-zero classifier bias, so the weight is what can be perturbed.)
+    """
+    model = onnx.load(str(folder / "tutorial.onnx"))
+    (weight,) = [t for t in model.graph.initializer if t.name == "classifier.weight"]
+    values = numpy_helper.to_array(weight).copy()
+    values[0] += 1e-3
+    weight.CopyFrom(numpy_helper.from_array(values, "classifier.weight"))
+    return model
+
+
+def test_corrupted_export_fails_verification_and_leaves_nothing(tutorial, tmp_path, exported_as):
+    exported_as(_corrupted(tutorial[1]))
+    out = tmp_path / "bad.onnx"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(out), "--report", str(tmp_path / "report.json"),
+                     "--provider", "cpu", "--batch-size", "2")
+    assert result.exit_code == 1, result.output
+    assert _listing(tmp_path) == ["report.json"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["written"] is False and report["verification"]["passed"] is False
+    # one logit per sample is off by 0.001 × the sum of its 248 pooled features: 1 of 10, 2 of 20, 2 of 20
+    assert [c["outside_tolerance"] for c in report["verification"]["cases"]] == [1, 2, 2]
+    assert all(0.01 < c["max_abs_error"] < 1.0 for c in report["verification"]["cases"])
+    assert re.fullmatch(
+        r"error: verification failed \(rtol 0.001, atol 0.0001\): "
+        rf"batch 1 \(1, 1, 96, 96\): max abs error {NUMBER}, max rel error {NUMBER} \(1 of 10 outputs outside tolerance\); "
+        rf"batch 2 \(2, 1, 96, 96\): max abs error {NUMBER}, max rel error {NUMBER} \(2 of 20 outputs outside tolerance\); "
+        rf"batch 2 at 72×60 \(2, 1, 72, 60\): max abs error {NUMBER}, max rel error {NUMBER} "
+        rf"\(2 of 20 outputs outside tolerance\); nothing written to {re.escape(str(out))}\n",
+        result.output,
+    ), result.output
+
+
+def test_tolerance_override_accepts_the_same_file(tutorial, tmp_path, exported_as):
+    exported_as(_corrupted(tutorial[1]))
+    out = tmp_path / "tolerant.onnx"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(out), "--provider", "cpu", "--batch-size", "2", "--atol", "1")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2] == (
+        "verified on CPUExecutionProvider (CPU provider requested), rtol 0.001, atol 1:"
+    )
+    assert _listing(tmp_path) == ["tolerant.onnx"]
+
+
+def test_no_verify_marks_the_file(tutorial, tmp_path, exported_as):
+    exported_as(onnx.load(str(tutorial[1] / "tutorial.onnx")))
+    out = tmp_path / "unverified.onnx"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(out), "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2:] == ["not verified (--no-verify)"]
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["archspec.verification"] == "not run"
+
+
+def test_auto_falls_back_to_cpu_and_says_why(tutorial, tmp_path, exported_as, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    exported_as(onnx.load(str(tutorial[1] / "tutorial.onnx")))
+    reason = "this onnxruntime build has no CUDAExecutionProvider (available: CPUExecutionProvider)"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(tmp_path / "auto.onnx"), "--report", str(tmp_path / "r.json"),
+                     "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2] == f"verified on CPUExecutionProvider ({reason}), rtol 0.001, atol 0.0001:"
+    verification = json.loads((tmp_path / "r.json").read_text())["verification"]
+    assert verification["provider_requested"] == "auto"
+    assert verification["providers"] == ["CPUExecutionProvider"]
+    assert verification["cuda_unused_reason"] == reason
+
+
+def test_provider_cuda_without_cuda_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "cuda.onnx"), "--provider", "cuda")
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: --provider cuda: this onnxruntime build has no CUDAExecutionProvider "
+        "(available: CPUExecutionProvider)\n"
+    )
+    assert _listing(tmp_path) == []
+
+
+def test_output_is_a_directory(tmp_path):
+    result = _export(TUTORIAL, "--onnx", str(tmp_path))
+    assert (result.exit_code, result.output) == (2, f"{tmp_path}: output path is a directory\n")
+    assert _listing(tmp_path) == []
+
+
+def test_output_directory_missing(tmp_path):
+    out = tmp_path / "missing" / "x.onnx"
+    result = _export(TUTORIAL, "--onnx", str(out))
+    assert (result.exit_code, result.output) == (
+        2, f"{out}: output directory '{tmp_path / 'missing'}' does not exist\n"
+    )
+
+
+def test_output_directory_unwritable(tmp_path):
+    if os.geteuid() == 0:  # root writes through file modes; sysfs refuses new files even to root
+        folder = Path("/sys")
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    out = folder / "x.onnx"
+    result = _export(TUTORIAL, "--onnx", str(out), "--provider", "cpu")
+    assert (result.exit_code, result.output) == (2, f"{out}: cannot write to '{folder}': Permission denied\n")
+    assert not out.exists()
+
+
+def test_bad_weights_exit_2_with_diff(tutorial, tmp_path):
+    weights = tutorial[1] / "w.pt"
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "x.onnx"), "--weights", str(weights),
+                     "--set", "head.num_classes=5", "--provider", "cpu")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"{weights}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
+        "classifier.bias (file (10), model (5))\n"
+    )
+    assert _listing(tmp_path) == []
+
+
+def test_sigint_mid_export_leaves_nothing(tmp_path):
+    """Ctrl-C while DenseNet-121 is exporting (about a minute): exit 130, no file, no temporary."""
+    out = tmp_path / "densenet121.onnx"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "archspec", "export", str(ROOT / "specs" / "densenet121.yaml"),
+         "--onnx", str(out), "--provider", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.iterdir()):  # the temporary file appears as the export starts
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    (temporary,) = tmp_path.iterdir()
+    assert re.fullmatch(r"\.densenet121\.onnx\.[0-9a-f]{8}\.tmp", temporary.name)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert (process.returncode, stdout, stderr) == (130, "", "interrupted\n")
+    assert _listing(tmp_path) == []
