@@ -39,9 +39,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from archspec.cli import build, export, schema, validate
+    from archspec.cli import build, diagram, export, fit, schema, validate
 
-    for module in (build, export, schema, validate):
+    for module in (build, diagram, export, fit, schema, validate):
         main.add_command(module.command)
 
 

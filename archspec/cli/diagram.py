@@ -1,0 +1,21 @@
+"""``archspec diagram``: draw a spec's parts and its channels through depth, without torch."""
+
+from __future__ import annotations
+
+import click
+
+from archspec.cli.options import overrides_option, spec_argument
+from archspec.spec.load import load_spec
+
+
+@click.command("diagram")
+@spec_argument
+@overrides_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the picture: FILE.svg or FILE.png.")
+def command(spec: str, overrides: tuple[str, ...], output: str) -> None:
+    """Draw SPEC as a diagram (one box per part, channel count through depth) to FILE."""
+    from archspec.diagram import write_diagram
+
+    resolved = load_spec(spec, overrides)
+    click.echo(f"{resolved.name}: wrote {write_diagram(resolved, output)}")
