@@ -15,7 +15,8 @@ Three kinds of memory, all float32 (4 bytes a value):
     worth); average pooling saves its input.
   - Naive dense layer reading ``c`` channels: the concatenation (``c``) and its
     normalised copy (``c``); with a bottleneck of ``b = bn_size × growth_rate`` channels
-    also ``b`` and ``b`` for the second stage; dropout a one-byte mask per output value.
+    also ``b`` and ``b`` for the second stage; dropout its mask (float32 on CPU, one
+    byte on CUDA, counted as float32).
     The dense block's final concatenation (its output) is saved by the part after it.
   - Memory-efficient dense layer: the code (``archspec/blocks.py``) recomputes the whole
     layer — concatenation, every Norm-ReLU-projection and dropout — in the backward pass,
@@ -47,7 +48,7 @@ from archspec.spec.shapes import Shape, StaticPass, static_pass
 
 BYTES_PER_VALUE = 4  # float32 parameters and activations
 _INDEX_VALUES = 2  # an int64 max-pool index takes the room of two float32 values
-_MASK_VALUES = 0.25  # a one-byte dropout mask per value, in float32 values
+_MASK_VALUES = 1  # dropout keeps a float32 mask on CPU (one byte on CUDA; counted as four)
 
 Optimizer = Literal["sgd", "momentum", "adam"]
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -112,7 +113,7 @@ def _dense_block(block: DenseBlock, before: Shape, memory_efficient: bool) -> tu
     bottleneck = 0 if block.bn_size is None else block.bn_size * growth
     mask = _MASK_VALUES * growth if block.drop_rate > 0 else 0
 
-    def layer(width: int) -> float:
+    def layer(width: int) -> int:
         return 2 * width + 2 * bottleneck + mask  # cat, its norm; bottleneck, its norm
 
     # The block's output concatenation is saved by the norm that reads it next.
@@ -123,7 +124,7 @@ def _dense_block(block: DenseBlock, before: Shape, memory_efficient: bool) -> tu
         working += layer(widths[-1]) * positions  # the layer being recomputed
     else:
         stored = sum(layer(width) for width in widths) * positions
-    return int(stored) + output, int(working)
+    return stored + output, working
 
 
 def _transition(part: Transition, before: Shape, after: Shape) -> int:
@@ -252,7 +253,7 @@ def _peak(stages: tuple[StageActivations, ...]) -> int:
     """Most values held at once: all stored at the end of the forward pass, or, while the
     backward pass is inside a stage, what the stages up to it stored plus its working memory
     (the later stages' activations are freed by then)."""
-    peak = stored = sum(s.stored for s in stages)
+    peak = sum(s.stored for s in stages)
     prefix = 0
     for stage in stages:
         prefix += stage.stored

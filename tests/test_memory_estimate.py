@@ -1,0 +1,134 @@
+"""The training-memory model: exact per-stage counts, agreement with what autograd saves,
+the closed-form largest batch, and memory sizes read and written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import archspec
+from archspec.errors import SpecError
+from archspec.spec.memory import (
+    estimate,
+    format_bytes,
+    forward_activation_bytes,
+    parse_bytes,
+    stage_activations,
+)
+from tests.conftest import ROOT
+
+# A small DenseNet-BC with dropout: bottleneck layers, max-pool stem, every stored kind.
+SMALL_BC = {
+    "archspec": 1,
+    "name": "small_bc",
+    "input": {"type": "image", "channels": 3, "height": 32, "width": 32},
+    "stem": {"type": "conv_stem", "out_channels": 16},
+    "defaults": {"growth_rate": 8, "bn_size": 4, "drop_rate": 0.2},
+    "body": [
+        {"type": "dense_block", "num_layers": 3},
+        {"type": "transition"},
+        {"type": "dense_block", "num_layers": 2},
+    ],
+    "head": {"type": "classifier", "num_classes": 5},
+}
+
+
+def _tutorial() -> archspec.Spec:
+    return archspec.load_spec(ROOT / "specs" / "tutorial.yaml")
+
+
+def test_tutorial_stem_counts_input_conv_norm_and_pool_indices() -> None:
+    # 1×96×96 input (9,216) saved by conv0; conv0 output 64×48×48 (147,456) saved by norm0;
+    # norm0's output, ReLU'd in place, saved by pool0 (147,456) with its int64 indices
+    # for 64×24×24 outputs (2 × 36,864 float32 values): 377,856 values.
+    stem = stage_activations(_tutorial(), memory_efficient=False)[0]
+    assert (stem.path, stem.stored, stem.working) == ("stem", 377_856, 0)
+
+
+def test_tutorial_first_block_naive_and_memory_efficient() -> None:
+    # Layers read 64, 96, 128, 160 channels at 24×24: each keeps its concatenation and
+    # its normalised copy, 2 × 448 × 576 = 516,096; plus the 192×24×24 output (110,592).
+    naive = stage_activations(_tutorial(), memory_efficient=False)[1]
+    assert (naive.stored, naive.working) == (516_096 + 110_592, 2 * 110_592)
+    # Memory-efficient: only the inputs, 64 + 3 × 32 = 160 channels, plus the output;
+    # the backward pass also holds the last layer recomputed (2 × 160 × 576 values).
+    efficient = stage_activations(_tutorial(), memory_efficient=True)[1]
+    assert (efficient.stored, efficient.working) == (160 * 576 + 110_592, 2 * 110_592 + 2 * 160 * 576)
+
+
+def test_estimate_totals_for_reference_specs() -> None:
+    tutorial = estimate(_tutorial(), mode="naive")
+    assert (tutorial.params, tutorial.activations_per_sample, tutorial.working_per_sample) == (
+        758_226, 6_005_792, 7_936,
+    )
+    dense = archspec.load_spec(ROOT / "specs" / "densenet121.yaml")
+    efficient = estimate(dense, mode="memory_efficient", optimizer="adam")
+    assert (efficient.activations_per_sample, efficient.working_per_sample) == (28_372_352, 1_557_632)
+    # Adam keeps two moments per parameter: 2 × 7,978,856 × 4 bytes.
+    assert efficient.optimizer_state == 63_830_848
+    assert efficient.fixed == 4 * 7_978_856 * 4
+    assert efficient.total(32) == efficient.fixed + 32 * (28_372_352 + 1_557_632)
+
+
+def _saved_bytes(spec: archspec.Spec, batch: int) -> int:
+    """Bytes of distinct non-parameter tensors autograd saves in one forward pass."""
+    model = archspec.build(spec).train()
+    weights = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, *archspec.static_pass(spec).input_shape)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(x)
+    return sum(saved.values())
+
+
+@pytest.mark.parametrize("mode", ["naive", "memory_efficient"])
+@pytest.mark.parametrize("name", ["tutorial", "small_bc"])
+def test_stored_activations_match_what_autograd_saves(name: str, mode: str) -> None:
+    source = ROOT / "specs" / "tutorial.yaml" if name == "tutorial" else SMALL_BC
+    flag = str(mode == "memory_efficient").lower()
+    spec = archspec.load_spec(source, (f"defaults.memory_efficient={flag}",))
+    batch = 4
+    counted = batch * estimate(spec, mode=mode).activations_per_sample
+    saved = _saved_bytes(spec, batch)
+    # The model leaves out only the head's few-value tensors (logits, BatchNorm statistics).
+    assert abs(counted - saved) / saved < 0.01, (counted, saved)
+    assert forward_activation_bytes(spec, batch) == counted
+
+
+def test_largest_batch_is_the_last_that_fits() -> None:
+    found = estimate(_tutorial(), mode="naive")
+    budget = 2 * 1024**3
+    largest = found.largest_batch(budget)
+    assert largest == 356  # (2 GiB - 2 × 758,226 × 4 B) // (6,005,792 + 7,936) B
+    assert found.total(largest) <= budget < found.total(largest + 1)
+    assert found.largest_batch(found.fixed) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4GiB", 4 * 1024**3), ("512 MiB", 512 * 1024**2), ("2GB", 2_000_000_000), ("1.5kib", 1536),
+     ("100", 100)],
+)
+def test_parse_bytes(text: str, size: int) -> None:
+    assert parse_bytes(text, option="--memory") == size
+
+
+@pytest.mark.parametrize("text", ["4 GiBs", "", "-1GiB", "0", "lots"])
+def test_parse_bytes_refuses_with_the_option_named(text: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_bytes(text, option="--memory")
+    assert str(error.value) == f"--memory: expected a memory size such as 4GiB or 512MiB, got {text!r}"
+
+
+def test_format_bytes() -> None:
+    assert [format_bytes(n) for n in (5, 1536, 1_320_702_443, 3 * 1024**4)] == [
+        "5 B", "1.50 KiB", "1.23 GiB", "3.00 TiB",
+    ]
