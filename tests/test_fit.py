@@ -1,0 +1,85 @@
+"""``archspec fit``: the breakdown table, the largest batch per mode, bad input like
+``build``, and one real training step measured within ±25% of the estimate on CPU."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+import archspec
+from archspec.cli import main
+from archspec.fit import fit, measure
+from tests.conftest import ROOT
+
+TUTORIAL = str(ROOT / "specs" / "tutorial.yaml")
+
+
+def test_tutorial_on_a_2gib_card() -> None:
+    # The seed readers' case: the tutorial net at 96×96, batch 128, a 2 GiB card.
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "2GiB", "--batch-size", "128"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "tutorial: training memory at batch 128 with sgd",
+        "                           naive  memory_efficient",
+        "parameters              2.89 MiB          2.89 MiB",
+        "gradients               2.89 MiB          2.89 MiB",
+        "optimizer state              0 B               0 B",
+        "activations           733.13 MiB        434.83 MiB",
+        "backward working      992.00 KiB         46.67 MiB",
+        "total                 739.88 MiB        487.28 MiB",
+        "largest batch in 2.00 GiB (naive): 356",
+        "largest batch in 2.00 GiB (memory_efficient): 542",
+    ]
+
+
+def test_densenet121_on_4gib_with_adam() -> None:
+    spec = archspec.load_spec(ROOT / "specs" / "densenet121.yaml")
+    naive, efficient = fit(spec, budget=4 * 1024**3, optimizer="adam")
+    # 4 × 7,978,856 × 4 B of weights, gradients and moments; 130,557,952 B per sample naive
+    # and 29,929,984 B memory-efficient (test_memory_estimate).
+    assert (naive.mode, naive.largest_batch) == ("naive", 31)
+    assert (efficient.mode, efficient.largest_batch) == ("memory_efficient", 139)
+    assert naive.estimate.total(32) > 4 * 1024**3 >= naive.estimate.total(31)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory", "4 GiBs"], "error: --memory: expected a memory size such as 4GiB or 512MiB, got '4 GiBs'"),
+        (["--memory", "4GiB", "--set", "body[0].num_layers=0"], None),
+    ],
+)
+def test_bad_input_exit_2_like_build(args: list[str], message: str | None) -> None:
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, *args])
+    assert result.exit_code == 2
+    if message is None:  # the same line build prints for the same override
+        message = CliRunner().invoke(main, ["build", TUTORIAL, *args[2:]]).output.strip()
+    assert result.output.splitlines() == [message]
+
+
+def test_measured_step_within_25_percent_on_cpu() -> None:
+    # The tutorial net at batch 32: activations (~190 MiB naive) dominate the peak.
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "2GiB", "--batch-size", "32", "--measure"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()[-2:]
+    pattern = r"(naive|memory_efficient): estimate ([0-9.]+) MiB, measured ([0-9.]+) MiB \(([+-][0-9]+)%\) on cpu"
+    found = [re.fullmatch(pattern, line) for line in lines]
+    assert all(found), lines
+    assert [m.group(1) for m in found] == ["naive", "memory_efficient"]
+    # 2 × 758,226 × 4 B + 32 × (6,005,792 + 7,936) B = 198,505,104 B naive;
+    # 2 × 758,226 × 4 B + 32 × (3,562,112 + 382,336) B = 132,288,144 B memory-efficient.
+    assert [m.group(2) for m in found] == ["189.31", "126.16"]
+    for match in found:
+        estimated, measured = float(match.group(2)), float(match.group(3))
+        assert abs(estimated - measured) / measured <= 0.25, lines
+
+
+def test_failed_step_is_a_spec_error() -> None:
+    # BatchNorm1d refuses a batch of one in training mode.
+    spec = archspec.load_spec(ROOT / "specs" / "mlp_tabular.yaml")
+    with pytest.raises(archspec.SpecError) as error:
+        measure(spec, mode="naive", batch_size=1)
+    assert error.value.path == "naive"
+    assert error.value.message.startswith("the measured training step failed: ValueError: Expected more than 1")
