@@ -25,8 +25,9 @@ BASES = {
     name: yaml.safe_load((ROOT / "specs" / f"{name}.yaml").read_text())
     for name in ("tutorial", "mlp_tabular")
 }
-# Above this, building in a test would be slow; the static pass still runs on every example.
-BUILD_LIMIT = 4_000_000
+# The resource guard's limits for this test: anything larger would be slow to build here.
+MAX_PARAMS = 4_000_000
+MAX_MEMORY = 1 << 30
 
 # Mostly plausible values, so that a fair share of mutants validate and get built.
 plausible = st.one_of(st.integers(min_value=1, max_value=48), st.sampled_from([0.25, 0.5, 1.0]))
@@ -106,11 +107,14 @@ def test_mutated_spec_builds_exactly_or_is_refused_with_a_location(document: dic
         return
     spec = _smallest_input(spec)
     result = archspec.static_pass(spec)
-    if result.params > BUILD_LIMIT:
-        event("valid, too large to build here")
+    try:
+        model = archspec.build(spec, batch_size=2, max_params=MAX_PARAMS, max_memory=MAX_MEMORY)
+    except archspec.SpecError as error:
+        assert "raise the limit with --max-" in error.message, error.message
+        event("refused by the resource guard")
         return
     event("built")
-    model = archspec.build(spec).eval()
+    model.eval()
     assert sum(p.numel() for p in model.parameters()) == result.params
     x = torch.randn(2, *result.input_shape)
     with torch.no_grad():
