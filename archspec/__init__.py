@@ -157,14 +157,17 @@ def export_onnx(
         every verification case's max abs and rel error. ``to_json()`` serialises it.
 
     Raises:
-        SpecError: bad spec, override, weights, output path or provider.
+        SpecError: bad spec, override, weights, output path or provider, or a spec
+            over the resource guard's default limits (see ``build``).
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
     """
     from archspec.exporters.onnx import export_onnx as export
     from archspec.exporters.report import FP32_TOLERANCE
 
+    resolved = _as_spec(spec, overrides)
+    check_resources(resolved, batch_size=max(batch_size, 2))
     return export(
-        _as_spec(spec, overrides),
+        resolved,
         out,
         weights=weights,
         opset=opset,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import archspec
 from archspec.exporters import onnx as onnx_exporter
 from archspec.exporters.onnx import canonical_json
 from archspec.exporters.report import ExportReport
-from archspec.exporters.verify import CPU, resolve_providers
+from archspec.exporters.verify import CPU, CUDA, resolve_providers
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.onnx
@@ -80,7 +81,8 @@ def test_densenet121_reproduces_torchvision(densenet121):
         actual = _run(out, x)
         assert actual.shape == (shape[0], 1000)
         error = float(np.max(np.abs(actual - expected)))
-        assert error < 1e-4, f"max abs error {error:.3g} against torchvision at {shape}"
+        # measured 1.7e-6 and 1.3e-6 (torch 2.14.1, onnxruntime 1.31.1, CPU) on logits up to 3.2
+        assert error < 1e-5, f"max abs error {error:.3g} against torchvision at {shape}"
 
 
 def test_densenet121_file_is_one_self_contained_file(densenet121):
@@ -166,6 +168,33 @@ def test_torchscript_fallback_is_used_and_reported(tmp_path, monkeypatch):
     assert meta["archspec.exporter"] == "torchscript"
 
 
+# DenseNet-169/201 differ from 121 only in depth and take 2-2.5 minutes each to export on 2 cores:
+# CI exports 121 (above) and 161 (growth 48, 96 stem channels: different widths throughout) and
+# the two deeper ones on demand with ARCHSPEC_EXPORT_ALL=1.
+_ON_DEMAND = pytest.mark.skipif(os.environ.get("ARCHSPEC_EXPORT_ALL") != "1",
+                                reason="set ARCHSPEC_EXPORT_ALL=1 to export DenseNet-169/201")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "params"), [
+    ("densenet161", 28_681_000),  # torchvision.models.densenet161
+    pytest.param("densenet169", 14_149_480, marks=_ON_DEMAND),  # torchvision.models.densenet169
+    pytest.param("densenet201", 20_013_928, marks=_ON_DEMAND),  # torchvision.models.densenet201
+])
+def test_larger_densenets_export_and_verify(tmp_path, name, params):
+    out = tmp_path / f"{name}.onnx"
+    report = archspec.export_onnx(SPECS / f"{name}.yaml", out, provider="cpu", batch_size=2)
+    assert report.params == params
+    assert report.input_shape == ("batch", 3, "height", "width")
+    assert _case_summary(report) == [
+        ("batch 1", (1, 3, 224, 224), True),
+        ("batch 2", (2, 3, 224, 224), True),
+        ("batch 2 at 168×140", (2, 3, 168, 140), True),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.onnx"]
+    assert out.stat().st_size < 4 * params + 2_000_000
+
+
 def test_auto_provider_reports_why_cuda_was_not_used(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
     providers = resolve_providers("auto")
@@ -178,3 +207,29 @@ def test_auto_provider_reports_why_cuda_was_not_used(monkeypatch):
     assert str(caught.value) == (
         "--provider cuda: this onnxruntime build has no CUDAExecutionProvider (available: CPUExecutionProvider)"
     )
+
+
+class _FakeSession:
+    """Stands in for ``onnxruntime.InferenceSession`` in the CUDA probe: reports given providers."""
+
+    ran: list[str] = []
+
+    def __init__(self, *_args, **_kwargs):
+        if not self.ran:
+            raise RuntimeError("simulated CUDA failure\nmore detail")
+
+    def get_providers(self) -> list[str]:
+        return self.ran
+
+
+@pytest.mark.parametrize(("ran", "order", "reason"), [
+    ([CUDA, CPU], ((CUDA, {"use_tf32": "0"}), CPU), None),
+    ([CPU], (CPU,), "CUDAExecutionProvider is installed but could not start "
+                    "(no GPU, or CUDA/cuDNN libraries missing)"),
+    ([], (CPU,), "CUDAExecutionProvider failed to start: simulated CUDA failure"),
+])
+def test_cuda_probe_outcomes(monkeypatch, ran, order, reason):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", type("Session", (_FakeSession,), {"ran": ran}))
+    providers = resolve_providers("auto")
+    assert (providers.order, providers.cuda_unused_reason) == (order, reason)

@@ -84,6 +84,7 @@ def test_export_writes_file_report_and_lines(tutorial):
     assert [c["elements"] for c in cases] == [10, 20, 20]
     assert max(c["max_abs_error"] for c in cases) < 1e-5
     assert report["verification"]["passed"] is True and report["written"] is True
+    assert report["checker"] == "passed"
 
 
 def _corrupted(folder: Path) -> onnx.ModelProto:
@@ -119,6 +120,24 @@ def test_corrupted_export_fails_verification_and_leaves_nothing(tutorial, tmp_pa
         rf"\(2 of 20 outputs outside tolerance\); nothing written to {re.escape(str(out))}\n",
         result.output,
     ), result.output
+
+
+def test_checker_rejection_exits_1_and_leaves_nothing(tutorial, tmp_path, exported_as, monkeypatch):
+    def reject(*_args, **_kwargs):
+        raise onnx.checker.ValidationError("simulated checker failure\nsecond line")
+
+    exported_as(onnx.load(str(tutorial[1] / "tutorial.onnx")))
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    out = tmp_path / "rejected.onnx"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(out),
+                     "--report", str(tmp_path / "r.json"), "--provider", "cpu", "--batch-size", "2")
+    assert (result.exit_code, result.output) == (
+        1, f"error: onnx.checker rejected the file: simulated checker failure; nothing written to {out}\n"
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["checker"], report["written"]) == ("simulated checker failure", False)
+    assert report["verification"]["passed"] is True
+    assert _listing(tmp_path) == ["r.json"]
 
 
 def test_tolerance_override_accepts_the_same_file(tutorial, tmp_path, exported_as):

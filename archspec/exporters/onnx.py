@@ -250,8 +250,12 @@ def export_onnx(
             helper.set_model_props(model, metadata)
             _write(temporary, model)
         progress("checking the file with onnx.checker")
-        onnx.checker.check_model(str(temporary), full_check=True)
-        passed = verification is None or verification.passed
+        try:
+            onnx.checker.check_model(str(temporary), full_check=True)
+            checker = "passed"
+        except onnx.checker.ValidationError as error:
+            checker = _first_line(error)
+        passed = checker == "passed" and (verification is None or verification.passed)
         report = ExportReport(
             spec_name=spec.name,
             spec_sha256=metadata["archspec.spec_sha256"],
@@ -266,9 +270,12 @@ def export_onnx(
             input_shape=_graph_input_shape(model),
             file_bytes=temporary.stat().st_size,
             versions=versions,
+            checker=checker,
             written=passed,
             verification=verification,
         )
+        if checker != "passed":
+            raise VerificationError(f"onnx.checker rejected the file: {checker}", report)
         if not passed:
             assert verification is not None
             worst = "; ".join(case.describe() for case in verification.failures)

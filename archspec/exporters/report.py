@@ -101,8 +101,10 @@ class ExportReport:
     """The graph's input dims; names (``batch``, ``height``, ``width``) are dynamic."""
     file_bytes: int
     versions: dict[str, str]
+    checker: str
+    """``passed``, or why ``onnx.checker.check_model(full_check=True)`` rejected the file."""
     written: bool
-    """Whether the file is at ``output``: false when verification failed."""
+    """Whether the file is at ``output``: false when the checker or verification failed."""
     verification: VerifyReport | None
     """``None`` when run with ``verify=False``."""
 
