@@ -22,9 +22,11 @@ Three kinds of memory, all float32 (4 bytes a value):
     layer — concatenation, every Norm-ReLU-projection and dropout — in the backward pass,
     keeping only its inputs. Those inputs are the block's input and each layer's output,
     which therefore stay alive until the backward pass: ``c_in + (L - 1) × growth_rate``
-    channels per block, once, instead of per layer.
+    channels per block, once, instead of per layer (the block's input is not counted again
+    when the part before already saves it, as an MLP stem's final ReLU does).
   - Head: the final norm's input (the last block's output, counted there) and the output
-    of its non-in-place ReLU; the pooled features and logits are negligible but counted.
+    of its non-in-place ReLU, and the pooled features. Not counted: logits and loss,
+    and BatchNorm's per-channel batch statistics, which do not grow with the batch.
 * **Backward working memory**, per sample: while the backward pass runs through a dense
   block it holds the gradient of the block's output and the gradients accumulated for
   each of its features (two block outputs' worth), and a memory-efficient block also
@@ -38,12 +40,13 @@ measured peak. This module never imports torch.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.schema import ConvStem, DenseBlock, Spec, Transition
+from archspec.spec.schema import ConvStem, DenseBlock, MLPStem, Part, Spec, Transition
 from archspec.spec.shapes import Shape, StaticPass, static_pass
 
 BYTES_PER_VALUE = 4  # float32 parameters and activations
@@ -72,10 +75,7 @@ class StageActivations:
 
 def _spatial(shape: Shape) -> int:
     """Positions per channel: ``H × W`` for images, 1 for feature vectors."""
-    size = 1
-    for dim in shape[1:]:
-        size *= dim
-    return size
+    return math.prod(shape[1:])
 
 
 def _values(shape: Shape) -> int:
@@ -86,15 +86,14 @@ def _stem(spec: Spec, before: Shape, after: Shape) -> int:
     stem = spec.stem
     if not isinstance(stem, ConvStem):
         # Each Linear saves its input; each in-place ReLU saves its output (the next input).
-        return sum(spec.stem.hidden[:-1]) + before[0] + (after[0] if stem.activation == "relu" else 0)
-    positions = _spatial(before)
+        return before[0] + sum(stem.hidden[:-1]) + (after[0] if stem.activation == "relu" else 0)
+    positions = _spatial(after)
     if stem.pool == "max":
-        # The convolution's output size, before pooling.
-        height = (before[1] + 2 * stem.padding - stem.kernel_size) // stem.stride + 1
-        width = (before[2] + 2 * stem.padding - stem.kernel_size) // stem.stride + 1
+        # The convolution's output is larger than the stem's: size it before pooling.
+        height, width = (
+            (size + 2 * stem.padding - stem.kernel_size) // stem.stride + 1 for size in before[1:]
+        )
         positions = height * width
-    else:
-        positions = _spatial(after)
     conv_out = stem.out_channels * positions
     stored = _values(before)  # the convolution saves the input batch
     stored += conv_out if stem.norm == "batch_norm" else 0  # BatchNorm saves its input
@@ -105,7 +104,20 @@ def _stem(spec: Spec, before: Shape, after: Shape) -> int:
     return stored
 
 
-def _dense_block(block: DenseBlock, before: Shape, memory_efficient: bool) -> tuple[int, int]:
+def _saves_output(part: Part) -> bool:
+    """Whether a part's output is already saved by its own last op (an in-place ReLU saves
+    its output), so that a memory-efficient block keeping it as an input adds nothing."""
+    if isinstance(part, MLPStem):
+        return part.activation == "relu"
+    if isinstance(part, (ConvStem, Transition)):
+        last_activation = part.activation if isinstance(part, ConvStem) else part.post_activation
+        return part.pool == "none" and last_activation == "relu"
+    return False
+
+
+def _dense_block(
+    block: DenseBlock, before: Shape, memory_efficient: bool, *, shared_input: bool
+) -> tuple[int, int]:
     positions = _spatial(before)
     growth = block.growth_rate
     widths = [before[0] + index * growth for index in range(block.num_layers)]
@@ -120,7 +132,8 @@ def _dense_block(block: DenseBlock, before: Shape, memory_efficient: bool) -> tu
     output = out_width * positions
     working = 2 * output
     if memory_efficient:
-        stored = (out_width - growth) * positions  # every layer's inputs, kept once
+        kept = out_width - growth - (before[0] if shared_input else 0)
+        stored = kept * positions  # every layer's inputs, kept once
         working += layer(widths[-1]) * positions  # the layer being recomputed
     else:
         stored = sum(layer(width) for width in widths) * positions
@@ -140,8 +153,10 @@ def _transition(part: Transition, before: Shape, after: Shape) -> int:
 
 
 def _head(spec: Spec, before: Shape) -> int:
-    stored = _values(before) if spec.head.activation == "relu" else 0  # ReLU output
-    return stored + before[0]  # pooled features, saved by the linear map
+    relu = _values(before) if spec.head.activation == "relu" else 0  # not in place: a new tensor
+    if len(before) == 1:
+        return relu  # the linear map reads the ReLU's output
+    return relu + before[0]  # pooled features, saved by the linear map
 
 
 def stage_activations(spec: Spec, *, memory_efficient: bool | None = None) -> tuple[StageActivations, ...]:
@@ -169,7 +184,8 @@ def stage_activations(spec: Spec, *, memory_efficient: bool | None = None) -> tu
             part = spec.body[index - 1]
             if isinstance(part, DenseBlock):
                 mode = part.memory_efficient if memory_efficient is None else memory_efficient
-                stored, working = _dense_block(part, before, mode)
+                previous = spec.stem if index == 1 else spec.body[index - 2]
+                stored, working = _dense_block(part, before, mode, shared_input=_saves_output(previous))
             else:
                 stored = _transition(part, before, after)
         entries.append(StageActivations(stage.path, stored, working))
