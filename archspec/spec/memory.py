@@ -30,11 +30,14 @@ Three kinds of memory, all float32 (4 bytes a value):
 * **Backward working memory**, per sample: while the backward pass runs through a dense
   block it holds the gradient of the block's output and the gradients accumulated for
   each of its features (two block outputs' worth), and a memory-efficient block also
-  holds one layer's recomputed activations. The largest block sets this peak.
+  holds one layer's recomputed activations. By then the stages after the block have
+  freed theirs, so the activation peak is the larger of everything stored (end of the
+  forward pass) and, for each stage, what it and the stages before it stored plus its
+  working memory; "backward working" is how far that peak exceeds the stored total.
 
-The peak of a training step is taken as weights + batch × (input + stored activations
-+ backward working memory). The model is linear in the batch size, so the largest batch
-that fits a budget has a closed form. ``bench/fit_accuracy.py`` compares it with the
+The peak of a training step is taken as weights + batch × activation peak (the input
+batch counts as the stem's stored input). The model is linear in the batch size, so the
+largest batch that fits a budget has a closed form. ``bench/fit_accuracy.py`` compares it with the
 measured peak. This module never imports torch.
 """
 
