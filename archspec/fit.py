@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archspec.errors import Problem, SpecError
+from archspec.spec.guard import check_resources
 from archspec.spec.memory import MODES, MemoryEstimate, Mode, Optimizer, estimate
 from archspec.spec.schema import Spec
 from archspec.spec.shapes import static_pass
@@ -93,8 +94,10 @@ def measure(
         The device and the peak bytes.
 
     Raises:
-        SpecError: the step failed (out of memory, a batch BatchNorm refuses…).
+        SpecError: the step would not fit this machine (resource guard), or it failed
+            (a batch BatchNorm refuses…).
     """
+    check_resources(spec, batch_size=batch_size)
     document = spec.model_dump(mode="json")
     for part in document["body"]:
         if part["type"] == "dense_block":

@@ -83,3 +83,10 @@ def test_failed_step_is_a_spec_error() -> None:
         measure(spec, mode="naive", batch_size=1)
     assert error.value.path == "naive"
     assert error.value.message.startswith("the measured training step failed: ValueError: Expected more than 1")
+
+
+def test_measure_refuses_a_step_larger_than_the_machine() -> None:
+    spec = archspec.load_spec(ROOT / "specs" / "densenet121.yaml")
+    with pytest.raises(archspec.SpecError) as error:
+        measure(spec, mode="naive", batch_size=100_000)  # 12 TiB of activations
+    assert "more than this machine's memory" in error.value.message
