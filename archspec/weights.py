@@ -96,6 +96,17 @@ def _dims(shape: torch.Size) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def _kind(value: Tensor) -> str:
+    """What makes a tensor unloadable into a parameter (sparse, quantized, complex), or ``""``."""
+    if value.is_nested:
+        return "nested"
+    if value.layout != torch.strided:
+        return str(value.layout).removeprefix("torch.")
+    if value.is_quantized:
+        return "quantized"
+    return "complex" if value.is_complex() else ""
+
+
 def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], file: str | None = None) -> None:
     """Refuse a state dict that does not fit ``model`` exactly, or that holds NaN/inf.
 
@@ -103,7 +114,8 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], file: str | 
 
     Raises:
         SpecError: one problem per kind of mismatch (missing keys, unexpected keys,
-            shape mismatches, non-finite values), each listing the first few and the count.
+            shape mismatches, sparse/quantized/complex tensors, non-finite values),
+            each listing the first few and the count.
     """
     expected = model.state_dict()
     missing = [
@@ -115,10 +127,11 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], file: str | 
         for key, value in state.items()
         if key in expected and value.shape != expected[key].shape
     ]
+    unsupported = [f"{key} ({_kind(value)})" for key, value in state.items() if _kind(value)]
     non_finite = [
         key
         for key, value in state.items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        if not _kind(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
     ]
     problems = [
         Problem(_listed(one, many, items), file=file)
@@ -126,6 +139,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], file: str | 
             ("missing key", "missing keys", missing),
             ("unexpected key", "unexpected keys", unexpected),
             ("shape mismatch", "shape mismatches", mismatched),
+            ("tensor that is not a dense real tensor", "tensors that are not dense real tensors", unsupported),
             ("tensor with NaN or inf values", "tensors with NaN or inf values", non_finite),
         )
         if items
@@ -151,5 +165,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """
     state = remap_legacy_keys(read_state_dict(path))
     check_state_dict(model, state, file=str(path))
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # keys and shapes fit, but a tensor cannot be copied (e.g. sparse)
+        raise SpecError(Problem(f"cannot load weights: {_reason(error)}", file=str(path))) from None
     return model

@@ -107,6 +107,18 @@ def test_nan_and_inf_reported(tmp_path, tutorial_state):
     ]
 
 
+def test_sparse_and_complex_tensors_refused(tmp_path, tutorial_state):
+    state = dict(tutorial_state)
+    state["classifier.bias"] = state["classifier.bias"].to_sparse()
+    state["features.norm5.weight"] = state["features.norm5.weight"].to(torch.complex64)
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    assert _refusal(path) == [
+        f"{path}: 2 tensors that are not dense real tensors: features.norm5.weight (complex), "
+        "classifier.bias (sparse_coo)"
+    ]
+
+
 class _RunsCode:
     """Unpickling this would create ``marker``: the classic code-execution payload, made harmless."""
 
