@@ -7,6 +7,7 @@ plain keyword arguments and never see spec objects.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -27,12 +28,39 @@ def _project(in_width: int, out_width: int, *, conv: bool, kernel: int, bias: bo
     return nn.Linear(in_width, out_width, bias=bias)
 
 
+class _KeepRunningStats:
+    """Snapshot the layer's BatchNorm buffers on entry and restore them on exit.
+
+    Recomputing a layer in the backward pass runs its BatchNorms in training mode
+    a second time; without this their running mean, variance and batch count
+    would be updated twice per step.
+    """
+
+    def __init__(self, layer: nn.Module):
+        norms = [m for m in layer.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+        self.buffers = [buffer for norm in norms for buffer in norm.buffers()]
+
+    def __enter__(self) -> None:
+        self.saved = [b.clone() for b in self.buffers]
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for buffer, saved in zip(self.buffers, self.saved):
+                buffer.copy_(saved)
+
+
 class DenseLayer(nn.Module):
     """Pre-activation layer reading the concatenation of every earlier feature map.
 
     With a bottleneck (``bn_size``) it is BN-ReLU-Conv1×1-BN-ReLU-Conv3×3, as in
     DenseNet-BC; without, BN-ReLU-Conv3×3 as in the tutorial. ``conv=False`` swaps
     in BatchNorm1d and Linear for tabular input.
+
+    ``memory_efficient`` recomputes the whole layer — concatenation, every
+    BN-ReLU-projection stage and dropout — in the backward pass, so a training
+    step stores only the layer's inputs (the block's features, kept anyway) and
+    its ``growth_rate``-wide output: memory grows linearly with depth instead of
+    quadratically. torchvision recomputes only the concatenation and first stage.
     """
 
     def __init__(
@@ -69,25 +97,26 @@ class DenseLayer(nn.Module):
         self.drop_rate = drop_rate
         self.memory_efficient = memory_efficient
 
-    def _stage(self, suffix: str, x: Tensor) -> Tensor:
-        x = getattr(self, f"norm{suffix}")(x)
-        x = getattr(self, f"relu{suffix}")(x)
-        return getattr(self, f"{self.op}{suffix}")(x)
+    def _layer(self, *features: Tensor) -> Tensor:
+        x = torch.cat(features, 1)
+        for suffix in self.stages:
+            x = getattr(self, f"norm{suffix}")(x)
+            x = getattr(self, f"relu{suffix}")(x)
+            x = getattr(self, f"{self.op}{suffix}")(x)
+        if self.drop_rate > 0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x
 
-    def _first_stage(self, *features: Tensor) -> Tensor:
-        """Concatenation and first stage: the part worth recomputing instead of storing."""
-        return self._stage(self.stages[0], torch.cat(features, 1))
+    def _contexts(self) -> tuple[contextlib.AbstractContextManager, _KeepRunningStats]:
+        return contextlib.nullcontext(), _KeepRunningStats(self)
 
     def forward(self, features: list[Tensor]) -> Tensor:
-        if self.memory_efficient and any(f.requires_grad for f in features):
-            out = checkpoint.checkpoint(self._first_stage, *features, use_reentrant=False)
-        else:
-            out = self._first_stage(*features)
-        for suffix in self.stages[1:]:
-            out = self._stage(suffix, out)
-        if self.drop_rate > 0:
-            out = F.dropout(out, p=self.drop_rate, training=self.training)
-        return out
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            # Non-reentrant checkpoint replays the RNG state, so dropout masks match.
+            return checkpoint.checkpoint(
+                self._layer, *features, use_reentrant=False, context_fn=self._contexts
+            )
+        return self._layer(*features)
 
 
 class DenseBlock(nn.ModuleDict):

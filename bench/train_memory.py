@@ -1,0 +1,131 @@
+"""Benchmark 3: training memory and step time, naive vs memory-efficient dense blocks.
+
+Each mode runs in a fresh interpreter so that one mode's allocations cannot hide
+another's: the peak is the process's peak resident set size (``ru_maxrss``)
+minus its size just before the first training step, i.e. the memory the step
+needs above the model, its gradients' absence and the input batch. On a GPU the
+peak is ``torch.cuda.max_memory_allocated`` above the allocation before the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from common import SPECS, main
+
+MODES = ("naive", "archspec", "torchvision")
+# Targets from issue 6: archspec's peak ≤ 40% of naive and ≤ 75% of torchvision's
+# memory-efficient mode; step time ≤ 1.35× naive.
+TARGET_VS_NAIVE = 0.40
+TARGET_VS_TORCHVISION = 0.75
+TARGET_TIME = 1.35
+
+
+def _current_rss() -> int:
+    """Resident set size now, in bytes (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _model(mode: str, size: str):
+    import torchvision
+
+    import archspec
+
+    if size == "smoke":
+        # A four-block bottleneck DenseNet small enough for a smoke test.
+        overrides = tuple(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6))
+    else:
+        overrides = ()
+    if mode == "torchvision":
+        config = (2, 2, 2, 2) if size == "smoke" else (6, 12, 24, 16)
+        return torchvision.models.DenseNet(32, config, 64, memory_efficient=True)
+    efficient = "true" if mode == "archspec" else "false"
+    return archspec.build(SPECS / "densenet121.yaml", overrides=(*overrides, f"defaults.memory_efficient={efficient}"))
+
+
+def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict[str, float]:
+    """Train ``steps`` SGD steps of one mode; peak memory above the start, median step time."""
+    import statistics
+
+    import torch
+
+    torch.manual_seed(0)
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    model = _model(mode, size).to(device).train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
+    images = torch.randn(batch, 3, resolution, resolution, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    if cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        before = _current_rss()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimiser.step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    # The first step pays one-off allocation costs; time the rest when there are any.
+    timed = times[1:] if len(times) > 1 else times
+    return {"peak_bytes": peak, "step_s": statistics.median(timed), "cuda": cuda}
+
+
+def run(*, smoke: bool) -> list[str]:
+    batch, resolution, steps, size = (2, 64, 2, "smoke") if smoke else (16, 224, 4, "full")
+    results = {}
+    # glibc keeps freed blocks below its (self-raising, up to 32 MiB) mmap threshold in the
+    # heap, so RSS would count allocator leftovers; a fixed 128 KiB threshold makes RSS follow
+    # the live tensors. Every mode runs under the same setting.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    for mode in MODES:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", mode, str(batch), str(resolution), str(steps), size],
+            capture_output=True, text=True, check=True, env=env,
+        )
+        results[mode] = json.loads(out.stdout.splitlines()[-1])
+    where = "CUDA max_memory_allocated" if results["naive"]["cuda"] else "peak RSS"
+    lines = [f"training step, DenseNet-121{' (2 layers per block)' if smoke else ''}, "
+             f"batch {batch}, {resolution}×{resolution}, SGD, {where} above the pre-step size, {steps} steps"]
+    for mode in MODES:
+        r = results[mode]
+        lines.append(f"  {mode:12s} peak {r['peak_bytes'] / 2**20:8.1f} MiB   step {r['step_s']:.3f} s")
+    naive, ours, tv = (results[m] for m in MODES)
+    lines.append(_memory_line("archspec memory-efficient / naive peak", ours, naive, TARGET_VS_NAIVE))
+    lines.append(_memory_line("archspec memory-efficient / torchvision memory-efficient peak", ours, tv, TARGET_VS_TORCHVISION))
+    lines.append(_memory_line("torchvision memory-efficient / naive peak", tv, naive, None))
+    ratio = ours["step_s"] / naive["step_s"]
+    lines.append(f"archspec memory-efficient / naive step time: {ratio:.2f}× "
+                 f"(target ≤ {TARGET_TIME:.2f}×, {'met' if ratio <= TARGET_TIME else 'MISSED'})")
+    lines.append(f"torchvision memory-efficient / naive step time: {tv['step_s'] / naive['step_s']:.2f}×")
+    return lines
+
+
+def _memory_line(label: str, ours: dict, theirs: dict, target: float | None) -> str:
+    ratio = ours["peak_bytes"] / theirs["peak_bytes"]
+    verdict = f" (target ≤ {target:.0%}, {'met' if ratio <= target else 'MISSED'})" if target else ""
+    return f"{label}: {ratio:.0%}{verdict}"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        mode, batch, resolution, steps, size = sys.argv[2:7]
+        print(json.dumps(child(mode, int(batch), int(resolution), int(steps), size)))
+    else:
+        main(run, __doc__)
