@@ -22,7 +22,8 @@ import archspec
 from archspec.exporters import onnx as onnx_exporter
 from archspec.exporters.onnx import canonical_json
 from archspec.exporters.report import ExportReport
-from archspec.exporters.verify import CPU, CUDA, resolve_providers
+from archspec.exporters.report import FP32_TOLERANCE
+from archspec.exporters.verify import CPU, CUDA, Case, resolve_providers, verify
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.onnx
@@ -235,3 +236,13 @@ def test_cuda_probe_outcomes(monkeypatch, ran, order, reason):
     monkeypatch.setattr(ort, "InferenceSession", type("Session", (_FakeSession,), {"ran": ran}))
     providers = resolve_providers("auto")
     assert (providers.order, providers.cuda_unused_reason) == (order, reason)
+
+
+def test_file_onnxruntime_cannot_load_fails_verification(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"not an onnx model")
+    report = verify(path, archspec.build(SPECS / "tutorial.yaml"), [Case("batch 1", (1, 1, 96, 96))],
+                    providers=resolve_providers("cpu"), tolerance=FP32_TOLERANCE)
+    assert (report.passed, report.cases, report.providers) == (False, (), ())
+    assert report.error.startswith("onnxruntime could not run the file: "), report.error
+    assert report.summary()["error"] == report.error

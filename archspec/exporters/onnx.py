@@ -180,11 +180,14 @@ def _claim_temporary(out: Path) -> Path:
     return temporary
 
 
-def _write(path: Path, model: onnx.ModelProto) -> None:
-    with path.open("wb") as file:
-        file.write(model.SerializeToString())
-        file.flush()
-        os.fsync(file.fileno())
+def _write(path: Path, model: onnx.ModelProto, out: Path) -> None:
+    try:
+        with path.open("wb") as file:
+            file.write(model.SerializeToString())
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:  # a full disk or a vanished directory, mid-write
+        raise SpecError(Problem(f"cannot write the file: {error.strerror}", file=str(out))) from None
 
 
 def export_onnx(
@@ -241,14 +244,14 @@ def export_onnx(
             **{f"{name}.version": number for name, number in versions.items()},
         }
         helper.set_model_props(model, metadata)
-        _write(temporary, model)
+        _write(temporary, model, out)
         verification = None
         if providers is not None:
             verification = verify(temporary, module, verification_cases(spec, batch_size=batch_size, static=static),
                                   providers=providers, tolerance=tolerance, progress=progress)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
-            _write(temporary, model)
+            _write(temporary, model, out)
         progress("checking the file with onnx.checker")
         try:
             onnx.checker.check_model(str(temporary), full_check=True)
@@ -278,7 +281,7 @@ def export_onnx(
             raise VerificationError(f"onnx.checker rejected the file: {checker}", report)
         if not passed:
             assert verification is not None
-            worst = "; ".join(case.describe() for case in verification.failures)
+            worst = verification.error or "; ".join(case.describe() for case in verification.failures)
             raise VerificationError(
                 f"verification failed (rtol {tolerance.rtol:g}, atol {tolerance.atol:g}): {worst}", report
             )

@@ -58,10 +58,12 @@ class VerifyReport:
     """Why CUDA did not run, when it did not (``None`` when it ran)."""
     tolerance: Tolerance
     cases: tuple[CaseResult, ...]
+    error: str | None = None
+    """Why onnxruntime could not load or run the file; the cases before it are kept."""
 
     @property
     def passed(self) -> bool:
-        return all(case.passed for case in self.cases)
+        return self.error is None and all(case.passed for case in self.cases)
 
     @property
     def failures(self) -> tuple[CaseResult, ...]:
@@ -71,12 +73,13 @@ class VerifyReport:
         """The short form stored in the ONNX file's metadata."""
         return {
             "passed": self.passed,
-            "provider": self.providers[0],
+            "provider": self.providers[0] if self.providers else None,
             "rtol": self.tolerance.rtol,
             "atol": self.tolerance.atol,
-            "max_abs_error": max(case.max_abs_error for case in self.cases),
-            "max_rel_error": max(case.max_rel_error for case in self.cases),
+            "max_abs_error": max((case.max_abs_error for case in self.cases), default=None),
+            "max_rel_error": max((case.max_rel_error for case in self.cases), default=None),
             "cases": [case.name for case in self.cases],
+            "error": self.error,
         }
 
 

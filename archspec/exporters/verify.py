@@ -143,19 +143,25 @@ def verify(
         The report: providers that actually ran and each case's errors.
     """
     progress("opening the file in onnxruntime")
-    session = ort.InferenceSession(str(path), _session_options(), providers=list(providers.order))
-    ran = tuple(session.get_providers())
-    input_name = session.get_inputs()[0].name
     module.eval()
-    results = []
-    for index, case in enumerate(cases):
-        progress(f"verifying {case.name} {case.shape}")
-        generator = torch.Generator().manual_seed(_SEED + index)
-        x = torch.randn(case.shape, generator=generator)
-        with torch.no_grad():
-            expected = module(x).numpy()
-        (actual,) = session.run(None, {input_name: x.numpy()})
-        results.append(compare(case.name, case.shape, actual, expected, tolerance))
+    results: list[CaseResult] = []
+    ran: tuple[str, ...] = ()
+    try:
+        session = ort.InferenceSession(str(path), _session_options(), providers=list(providers.order))
+        ran = tuple(session.get_providers())
+        input_name = session.get_inputs()[0].name
+        for index, case in enumerate(cases):
+            progress(f"verifying {case.name} {case.shape}")
+            generator = torch.Generator().manual_seed(_SEED + index)
+            x = torch.randn(case.shape, generator=generator)
+            with torch.no_grad():
+                expected = module(x).numpy()
+            (actual,) = session.run(None, {input_name: x.numpy()})
+            results.append(compare(case.name, case.shape, actual, expected, tolerance))
+    except Exception as error:  # onnxruntime raises its own types for files it cannot load or run
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return VerifyReport(providers.requested, ran, providers.cuda_unused_reason, tolerance,
+                            tuple(results), error=f"onnxruntime could not run the file: {lines[0]}")
     reason = providers.cuda_unused_reason if CUDA not in ran else None
     return VerifyReport(providers.requested, ran, reason, tolerance, tuple(results))
 
