@@ -139,9 +139,12 @@ def test_mlp_tabular_exports_with_dynamic_batch(mlp_tabular):
     assert list(out.parent.iterdir()) == [out]
 
 
-def test_static_export_fixes_the_input(tmp_path):
+def test_static_export_at_a_chosen_opset(tmp_path):
     out = tmp_path / "static.onnx"
-    report = archspec.export_onnx(SPECS / "mlp_tabular.yaml", out, provider="cpu", batch_size=3, static=True)
+    report = archspec.export_onnx(SPECS / "mlp_tabular.yaml", out, provider="cpu", batch_size=3, static=True,
+                                  opset=18)
+    assert report.opset == 18
+    assert [(e.domain, e.version) for e in onnx.load(str(out)).opset_import if e.domain == ""] == [("", 18)]
     assert report.input_shape == (3, 330)
     assert _case_summary(report) == [("batch 3", (3, 330), True)]
     output_dims = onnx.load(str(out)).graph.output[0].type.tensor_type.shape.dim
