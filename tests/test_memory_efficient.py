@@ -1,0 +1,146 @@
+"""The memory-efficient dense layer: same numbers as the naive one, far fewer stored activations."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+
+import archspec
+from archspec import blocks
+from tests.conftest import ROOT
+
+TOLERANCE = 1e-5  # issue 6: outputs and gradients equal the naive mode's within 1e-5
+TUTORIAL = ROOT / "specs" / "tutorial.yaml"
+DENSENET121 = ROOT / "specs" / "densenet121.yaml"
+# DenseNet-121's bottleneck layers with two per block, small enough for a unit test.
+SMALL_BC = tuple(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6))
+
+CASES = {
+    "tutorial": (TUTORIAL, (), (2, 1, 32, 32)),
+    "bottleneck": (DENSENET121, SMALL_BC, (2, 3, 32, 32)),
+    "bottleneck-dropout": (DENSENET121, (*SMALL_BC, "defaults.drop_rate=0.2"), (2, 3, 32, 32)),
+}
+
+
+def _pair(path, overrides):
+    """The naive network and its memory-efficient twin, holding the same weights."""
+    torch.manual_seed(0)
+    naive = archspec.build(path, overrides=(*overrides, "defaults.memory_efficient=false"))
+    efficient = archspec.build(path, overrides=(*overrides, "defaults.memory_efficient=true"))
+    efficient.load_state_dict(naive.state_dict(), strict=True)
+    return naive, efficient
+
+
+def _train_step(model, images):
+    """One forward and backward in training mode with a fixed RNG (dropout masks alike)."""
+    torch.manual_seed(1)
+    out = model.train()(images)
+    out.square().sum().backward()
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_outputs_gradients_and_running_stats_equal_naive(case):
+    path, overrides, shape = CASES[case]
+    naive, efficient = _pair(path, overrides)
+    images = torch.randn(shape)
+    difference = (_train_step(naive, images) - _train_step(efficient, images)).abs().max().item()
+    assert difference <= TOLERANCE, f"outputs differ by {difference}"
+    for (name, a), b in zip(naive.named_parameters(), efficient.parameters()):
+        error = (a.grad - b.grad).abs().max().item()
+        assert error <= TOLERANCE, f"{name}.grad differs by {error}"
+    for (name, a), b in zip(naive.named_buffers(), efficient.named_buffers()):
+        error = (a.double() - b[1].double()).abs().max().item()
+        # Recomputation runs each BatchNorm a second time; its statistics must not move twice.
+        assert error <= TOLERANCE, f"{name} differs by {error}"
+    tracked = {b.item() for n, b in efficient.named_buffers() if n.endswith("num_batches_tracked")}
+    assert tracked == {1}, "one step counts one batch"
+
+
+def test_dropout_masks_are_replayed_not_redrawn():
+    path, overrides, shape = CASES["bottleneck-dropout"]
+    _, efficient = _pair(path, overrides)
+    images = torch.randn(shape)
+    first = _train_step(efficient, images)
+    second = _train_step(efficient, images)  # same seed, weights unchanged (no optimiser step)
+    assert torch.equal(first, second)
+
+
+def _saved_bytes(model, images) -> int:
+    """Bytes of distinct storages autograd keeps for backward after one forward."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.train()(images)
+    return sum(storages.values())
+
+
+def test_stores_a_quarter_of_naive_activations_on_the_tutorial():
+    naive, efficient = _pair(TUTORIAL, ())
+    images = torch.randn(2, 1, 32, 32)
+    naive_bytes, efficient_bytes = _saved_bytes(naive, images), _saved_bytes(efficient, images)
+    # Measured by this function (tutorial, batch 2, 32×32): what is left in the efficient mode is
+    # the stem, the transitions and the blocks' features themselves, which every mode keeps.
+    assert (naive_bytes, efficient_bytes) == (4_405_280, 1_124_448)
+
+
+def test_eval_and_no_grad_take_the_plain_path(monkeypatch):
+    naive, efficient = _pair(TUTORIAL, ())
+    calls = []
+    real = blocks.checkpoint.checkpoint
+    monkeypatch.setattr(blocks.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    images = torch.randn(2, 1, 32, 32)
+    assert torch.equal(efficient.eval()(images), naive.eval()(images))
+    with torch.no_grad():
+        efficient.train()(images)
+    assert calls == []
+    efficient.train()(images)
+    assert len(calls) == 16  # four blocks of four layers, each layer checkpointed once
+
+
+def test_exported_program_is_the_same_in_both_modes():
+    naive, efficient = _pair(DENSENET121, tuple(f"body[{i}].num_layers=1" for i in (0, 2, 4, 6)))
+    example = (torch.randn(1, 3, 32, 32),)
+    graphs = [str(torch.export.export(m.eval(), example).graph) for m in (naive, efficient)]
+    assert graphs[0] == graphs[1]
+    assert "checkpoint" not in graphs[1]
+
+
+def test_state_dict_keys_match_torchvision_in_both_modes():
+    naive, efficient = _pair(DENSENET121, SMALL_BC)
+    reference = torchvision.models.DenseNet(32, (2, 2, 2, 2), 64, memory_efficient=True)
+    assert list(naive.state_dict()) == list(efficient.state_dict()) == list(reference.state_dict())
+    # conv0 + norm0 (6) + 8 layers × (norm1, conv1, norm2, conv2: 12) + 3 transitions × 6
+    # + norm5 (5) + classifier (2) = 127, as torchvision's DenseNet(32, (2, 2, 2, 2), 64) has.
+    assert len(efficient.state_dict()) == 127
+
+
+def test_per_block_memory_efficient_overrides_defaults():
+    model = archspec.build(
+        TUTORIAL,
+        overrides=("defaults.memory_efficient=true", "body[2].memory_efficient=false"),
+    )
+    modes = [
+        {layer.memory_efficient for layer in block.values()}
+        for name, block in model.features.named_children()
+        if name.startswith("denseblock")
+    ]
+    assert modes == [{True}, {False}, {True}, {True}]
+
+
+def test_running_stats_guard_restores_every_batch_norm_buffer():
+    layer = blocks.DenseLayer(in_width=8, growth_rate=4, bn_size=2, drop_rate=0.0,
+                              memory_efficient=True, bias=False, conv=True)
+    guard = blocks._KeepRunningStats(layer)
+    before = copy.deepcopy(layer.state_dict())
+    with guard:
+        layer.train()([torch.randn(2, 8, 5, 5)])
+    assert len(guard.buffers) == 6  # norm1 and norm2: running mean, variance, batch count
+    assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
