@@ -132,6 +132,8 @@ def export_onnx(
     tolerance: Tolerance | None = None,
     verify: bool = True,
     progress: Callable[[str], None] | None = None,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_memory: int | None = None,
 ) -> ExportReport:
     """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
 
@@ -151,6 +153,9 @@ def export_onnx(
         tolerance: elementwise ``rtol``/``atol``; default ``FP32_TOLERANCE``.
         verify: run and compare the file under onnxruntime before keeping it.
         progress: called with a short description as each long step starts.
+        max_params: most parameters the resource guard allows (default 2×10⁹).
+        max_memory: most bytes the parameters and a forward pass at the larger
+            verification batch may take; ``None``: this machine's physical memory.
 
     Returns:
         The ``ExportReport``: exporter, opset, input dims, file size, versions and
@@ -158,14 +163,16 @@ def export_onnx(
 
     Raises:
         SpecError: bad spec, override, weights, output path or provider, or a spec
-            over the resource guard's default limits (see ``build``).
+            over the resource guard's limits (see ``build``).
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
     """
     from archspec.exporters.onnx import export_onnx as export
     from archspec.exporters.report import FP32_TOLERANCE
 
     resolved = _as_spec(spec, overrides)
-    check_resources(resolved, batch_size=max(batch_size, 2))
+    check_resources(
+        resolved, batch_size=max(batch_size, 2), max_params=max_params, max_memory=max_memory
+    )
     return export(
         resolved,
         out,

@@ -87,6 +87,16 @@ def test_cli_build_refuses_with_exit_2_and_one_line() -> None:
     ]
 
 
+def test_cli_export_refuses_over_the_limit_and_writes_nothing(tmp_path) -> None:
+    out = tmp_path / "tutorial.onnx"
+    result = CliRunner().invoke(main, ["export", str(TUTORIAL), "--onnx", str(out), "--max-params", "758225"])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        "error: 758,226 parameters exceed the limit of 758,225; raise the limit with --max-params 758226"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_build_accepts_raised_limit() -> None:
     result = CliRunner().invoke(main, ["build", str(TUTORIAL), "--max-params", "758226", "--max-memory", "1GiB"])
     assert result.exit_code == 0, result.output

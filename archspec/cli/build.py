@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import click
 
-from archspec.cli.options import count, overrides_option, shape, spec_argument
+from archspec.cli.options import (
+    count,
+    guard_options,
+    memory_limit,
+    overrides_option,
+    shape,
+    spec_argument,
+)
 from archspec.spec.dump import spec_yaml
-from archspec.spec.guard import DEFAULT_MAX_PARAMS
 from archspec.spec.load import load_spec
-from archspec.spec.memory import parse_bytes
 from archspec.spec.shapes import static_pass
 
 
@@ -24,10 +29,7 @@ from archspec.spec.shapes import static_pass
               help="Nesting depth of the summary table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the input used for the summary and the memory check.")
-@click.option("--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
-              help="Refuse specs with more parameters than this.")
-@click.option("--max-memory", metavar="SIZE",
-              help="Refuse specs whose parameters and forward pass need more (default: this machine's memory).")
+@guard_options
 def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: str | None, summary: bool,
             depth: int, batch_size: int, max_params: int, max_memory: str | None) -> None:
     """Build SPEC into a torch module and print its parameters and output shape."""
@@ -36,8 +38,9 @@ def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: st
     resolved = load_spec(spec, overrides)
     if print_spec:
         click.echo(spec_yaml(resolved), nl=False)
-    limit = None if max_memory is None else parse_bytes(max_memory, option="--max-memory")
-    model = archspec.build(resolved, batch_size=batch_size, max_params=max_params, max_memory=limit)
+    model = archspec.build(
+        resolved, batch_size=batch_size, max_params=max_params, max_memory=memory_limit(max_memory)
+    )
     if weights is not None:
         archspec.load_weights(model, weights)
     params = sum(p.numel() for p in model.parameters())

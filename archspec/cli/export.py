@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from archspec.cli.options import overrides_option, spec_argument
+from archspec.cli.options import guard_options, memory_limit, overrides_option, spec_argument
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import ExportReport, Tolerance, VerificationError
 
@@ -77,10 +77,12 @@ def _echo_report(report: ExportReport) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="REPORT.json",
               help="Write the whole report as JSON.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
+@guard_options
 @overrides_option
 def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
-            report_path: str | None, no_verify: bool, overrides: tuple[str, ...]) -> None:
+            report_path: str | None, no_verify: bool, max_params: int, max_memory: str | None,
+            overrides: tuple[str, ...]) -> None:
     """Export SPEC to an ONNX file and verify it under onnxruntime."""
     import archspec
     from archspec.exporters.report import FP32_TOLERANCE
@@ -97,6 +99,7 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
                 spec, out, overrides=overrides, weights=weights, opset=opset,
                 batch_size=batch_size, static=static, provider=provider,
                 tolerance=tolerance, verify=not no_verify, progress=progress,
+                max_params=max_params, max_memory=memory_limit(max_memory),
             )
         except VerificationError as error:
             failure: VerificationError | None = error

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+from archspec.spec.guard import DEFAULT_MAX_PARAMS
+from archspec.spec.memory import parse_bytes
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False))
 
@@ -14,6 +20,25 @@ overrides_option = click.option(
     help="Override a field before validation, e.g. head.num_classes=10 or "
     "body[2].num_layers=32; VALUE is read as a YAML scalar. Repeatable.",
 )
+
+
+
+def guard_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-params`` and ``--max-memory``: the resource guard's limits, for commands that allocate."""
+    command = click.option(
+        "--max-memory", metavar="SIZE",
+        help="Refuse specs whose parameters and forward pass need more, e.g. 8GiB "
+        "(default: this machine's memory).",
+    )(command)
+    return click.option(
+        "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
+        help="Refuse specs with more parameters than this.",
+    )(command)
+
+
+def memory_limit(text: str | None) -> int | None:
+    """The ``--max-memory`` value in bytes; ``None`` means this machine's memory."""
+    return None if text is None else parse_bytes(text, option="--max-memory")
 
 
 def count(number: int) -> str:
