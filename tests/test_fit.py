@@ -59,6 +59,7 @@ def test_bad_input_exit_2_like_build(args: list[str], message: str | None) -> No
     assert result.output.splitlines() == [message]
 
 
+@pytest.mark.serial
 def test_measured_step_within_25_percent_on_cpu() -> None:
     # The tutorial net at batch 32: activations (~190 MiB naive) dominate the peak.
     result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "2GiB", "--batch-size", "32", "--measure"])
