@@ -27,9 +27,10 @@ def test_run_all_smoke_prints_every_benchmark_and_its_ratios():
     lines = result.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "torch " in lines[0] and "onnxruntime " in lines[0]
     assert [re.sub(r" \(\d+\.\d s\)$", "", line[3:]) for line in lines if line.startswith("== ")] == TITLES
-    # Two build ratios, one per eager batch (2), three memory and two step-time ratios (5),
-    # export time plus two per batch (5): printed as "N.NN×" or "NN%".
+    # Two build ratios, one per eager batch (2), five memory and four step-time ratios
+    # (9: live-memory and default-malloc runs), export time plus two per batch (5):
+    # printed as "N.NN×" or "NN%".
     ratios = [line for line in lines if re.search(r"= \d+\.\d\d×|: \d+\.\d\d×|: \d+%", line)]
-    assert len(ratios) == 2 + 2 + 5 + 5, "\n".join(ratios)
+    assert len(ratios) == 2 + 2 + 9 + 5, "\n".join(ratios)
     assert any(line.startswith("fitted exponent vs depth: validate ") for line in lines)
     assert any(re.match(r"archspec validate \(\d+ specs\) \d+ ms vs python -c pass \d+ ms", l) for l in lines)
