@@ -46,7 +46,9 @@ def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: st
     params = sum(p.numel() for p in model.parameters())
     result = static_pass(resolved)
     if summary:
-        click.echo(archspec.summary(resolved, depth=depth, batch_size=batch_size))
+        from archspec.summary import summarise
+
+        click.echo(summarise(model, resolved, depth=depth, batch_size=batch_size))
     click.echo(
         f"{resolved.name}: {count(params)} parameters, input {shape((batch_size, *result.input_shape))}"
         f" -> output {shape((batch_size, *result.out_shape))}"
