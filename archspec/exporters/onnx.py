@@ -27,9 +27,8 @@ from archspec.builder import build_module
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
 from archspec.exporters.verify import Case, resolve_providers, verify
-from archspec.spec.load import load_spec
 from archspec.spec.schema import ClassifierHead, ImageInput, Spec
-from archspec.spec.shapes import input_shape
+from archspec.spec.shapes import input_shape, static_pass
 from archspec.weights import load_weights
 
 INPUT_NAME = "input"
@@ -63,10 +62,9 @@ def _second_size(spec: Spec) -> tuple[int, int]:
     assert isinstance(spec.input, ImageInput)
     height, width = spec.input.height, spec.input.width
     for candidate in ((height * 3 // 4, width * 5 // 8), (height * 5 // 4, width * 9 // 8)):
-        data = spec.model_dump(mode="json")
-        data["input"].update(height=candidate[0], width=candidate[1])
+        resized = spec.input.model_copy(update={"height": candidate[0], "width": candidate[1]})
         try:
-            load_spec(data)
+            static_pass(spec.model_copy(update={"input": resized}))
         except SpecError:
             continue
         return candidate
