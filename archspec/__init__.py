@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import VerificationError
-from archspec.spec.guard import DEFAULT_MAX_PARAMS, check_resources
-from archspec.spec.load import load_spec
-from archspec.spec.schema import Spec
-from archspec.spec.shapes import StaticPass, static_pass
+from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources
+from archspec.format.load import load_spec
+from archspec.format.schema import Spec
+from archspec.format.shapes import StaticPass, static_pass
 
 if TYPE_CHECKING:
     from torch import nn

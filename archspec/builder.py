@@ -14,7 +14,7 @@ from torch import nn
 
 from archspec import blocks
 from archspec.network import DenseNet
-from archspec.spec.schema import (
+from archspec.format.schema import (
     ClassifierHead,
     ConvStem,
     DenseBlock,

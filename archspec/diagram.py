@@ -20,8 +20,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.schema import ConvStem, DenseBlock, ImageInput, Spec, Transition
-from archspec.spec.shapes import StaticPass, Stage, static_pass
+from archspec.format.schema import ConvStem, DenseBlock, ImageInput, Spec, Transition
+from archspec.format.shapes import StaticPass, Stage, static_pass
 
 FORMATS = {".svg": "svg", ".png": "png"}
 _BOX_INCHES = 1.75  # width per part: keeps DenseNet-201's nine boxes legible

@@ -1,7 +1,7 @@
 """Will it fit? Training-memory estimates per mode, the largest batch for a budget, and
 a measurement of one real training step to check them against.
 
-The estimate is torch-free (``archspec/spec/memory.py``). The measurement runs in a
+The estimate is torch-free (``archspec/format/memory.py``). The measurement runs in a
 fresh Python process (``python -m archspec.fit``, a JSON request on stdin and a JSON
 answer on stdout) so that nothing this process has allocated counts:
 
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.guard import check_resources
-from archspec.spec.memory import MODES, MemoryEstimate, Mode, Optimizer, estimate
-from archspec.spec.schema import Spec
-from archspec.spec.shapes import static_pass
+from archspec.format.guard import check_resources
+from archspec.format.memory import MODES, MemoryEstimate, Mode, Optimizer, estimate
+from archspec.format.schema import Spec
+from archspec.format.shapes import static_pass
 
 _MMAP_THRESHOLD = "65536"  # bytes; glibc's default is dynamic, up to 32 MiB
 _WARM_UP_BATCH = 2  # BatchNorm1d refuses a batch of one in training mode
@@ -140,8 +140,8 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
     import torch.nn.functional as F
 
     from archspec.builder import build_module
-    from archspec.spec.load import load_spec
-    from archspec.spec.schema import ClassifierHead
+    from archspec.format.load import load_spec
+    from archspec.format.schema import ClassifierHead
 
     spec = load_spec(request["spec"])
     result = static_pass(spec)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torchinfo
 from torch import nn
 
-from archspec.spec.schema import Spec
-from archspec.spec.shapes import input_shape
+from archspec.format.schema import Spec
+from archspec.format.shapes import input_shape
 
 
 def summarise(model: nn.Module, spec: Spec, *, depth: int, batch_size: int) -> str:

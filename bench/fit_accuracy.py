@@ -16,7 +16,7 @@ from common import SPECS, machine
 
 import archspec
 from archspec.fit import measure
-from archspec.spec.memory import MODES, estimate, format_bytes
+from archspec.format.memory import MODES, estimate, format_bytes
 
 CASES = (("tutorial", (32, 128)), ("densenet121", (8, 16)))
 TARGET = 0.25

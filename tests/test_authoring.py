@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.spec.load import load_document
-from archspec.spec.shapes import static_pass
+from archspec.format.load import load_document
+from archspec.format.shapes import static_pass
 from tests.conftest import ROOT
 
 TUTORIAL = ROOT / "specs" / "tutorial.yaml"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.spec.schema import DenseBlock
+from archspec.format.schema import DenseBlock
 from tests.conftest import ROOT, SPEC_FILES
 
 SVG_TEXT = "{http://www.w3.org/2000/svg}text"

@@ -22,6 +22,7 @@ import archspec
 from archspec.cli import main
 from archspec.exporters import onnx as onnx_exporter
 from tests.conftest import ROOT
+from tests.nontrivial import randomize_state
 
 pytestmark = pytest.mark.onnx
 
@@ -41,7 +42,7 @@ def tutorial(tmp_path_factory) -> tuple[object, Path]:
     """
     folder = tmp_path_factory.mktemp("tutorial")
     torch.manual_seed(0)
-    torch.save(archspec.build(TUTORIAL).state_dict(), folder / "w.pt")
+    torch.save(randomize_state(archspec.build(TUTORIAL)).state_dict(), folder / "w.pt")
     result = _export(TUTORIAL, "--onnx", str(folder / "tutorial.onnx"), "--report", str(folder / "report.json"),
                      "--weights", str(folder / "w.pt"), "--provider", "cpu", "--batch-size", "2")
     return result, folder

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archspec
-from archspec.spec.yaml_source import parse_text
+from archspec.format.yaml_source import parse_text
 
 EXAMPLES = int(os.environ.get("ARCHSPEC_FUZZ_LOADER_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.spec.guard import DEFAULT_MAX_PARAMS, check_resources, machine_memory
+from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources, machine_memory
 from tests.conftest import ROOT
 
 TUTORIAL = ROOT / "specs" / "tutorial.yaml"
@@ -111,8 +111,8 @@ def test_cli_bad_memory_size() -> None:
 
 def test_guard_never_imports_torch() -> None:
     code = (
-        "import sys; from archspec.spec.load import load_spec; "
-        "from archspec.spec.guard import check_resources; "
+        "import sys; from archspec.format.load import load_spec; "
+        "from archspec.format.guard import check_resources; "
         f"check_resources(load_spec({str(TUTORIAL)!r})); print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.spec.yaml_source import MAX_BYTES
+from archspec.format.yaml_source import MAX_BYTES
 from tests.conftest import ROOT, run_cli
 
 HOSTILE = ROOT / "tests" / "hostile"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import archspec
-from archspec.spec.extends import merge
-from archspec.spec.paths import dotted, parse_dotted
-from archspec.spec.yaml_source import MAX_DEPTH, MAX_NODES, Position, parse_text
+from archspec.format.extends import merge
+from archspec.format.paths import dotted, parse_dotted
+from archspec.format.yaml_source import MAX_DEPTH, MAX_NODES, Position, parse_text
 from tests.conftest import ROOT
 
 

@@ -8,7 +8,7 @@ import torch
 
 import archspec
 from archspec.errors import SpecError
-from archspec.spec.memory import (
+from archspec.format.memory import (
     estimate,
     format_bytes,
     forward_activation_bytes,

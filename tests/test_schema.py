@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from archspec.spec.json_schema import json_schema
-from archspec.spec.load import load_document
-from archspec.spec.schema import Spec
-from archspec.spec.yaml_source import read_document
+from archspec.format.json_schema import json_schema
+from archspec.format.load import load_document
+from archspec.format.schema import Spec
+from archspec.format.yaml_source import read_document
 from tests.conftest import ROOT, SPEC_FILES, run_cli
 
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())

@@ -15,6 +15,7 @@ import archspec
 from archspec.cli import main
 from archspec.weights import remap_legacy_keys
 from tests.conftest import ROOT
+from tests.nontrivial import randomize_state
 
 TUTORIAL = ROOT / "specs" / "tutorial.yaml"
 DENSENET121 = ROOT / "specs" / "densenet121.yaml"
@@ -23,7 +24,7 @@ DENSENET121 = ROOT / "specs" / "densenet121.yaml"
 @pytest.fixture(scope="module")
 def tutorial_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    return archspec.build(TUTORIAL).state_dict()
+    return randomize_state(archspec.build(TUTORIAL)).state_dict()
 
 
 def _refusal(path: Path, *, spec: Path = TUTORIAL, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -48,7 +49,7 @@ def test_pt_and_safetensors_round_trip(tmp_path, tutorial_state):
 
 def test_torchvision_legacy_keys_load(tmp_path):
     torch.manual_seed(0)
-    reference = torchvision.models.densenet121().eval()
+    reference = randomize_state(torchvision.models.densenet121()).eval()
     state = reference.state_dict()
     # The pre-0.4 style: `denselayer1.norm.1.weight`; such checkpoints had no num_batches_tracked.
     legacy = {

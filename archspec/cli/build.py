@@ -12,9 +12,9 @@ from archspec.cli.options import (
     shape,
     spec_argument,
 )
-from archspec.spec.dump import spec_yaml
-from archspec.spec.load import load_spec
-from archspec.spec.shapes import static_pass
+from archspec.format.dump import spec_yaml
+from archspec.format.load import load_spec
+from archspec.format.shapes import static_pass
 
 
 @click.command("build")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from archspec.cli.options import overrides_option, spec_argument
-from archspec.spec.load import load_spec
+from archspec.format.load import load_spec
 
 
 @click.command("diagram")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from archspec.cli.options import overrides_option, spec_argument
-from archspec.spec.load import load_spec
-from archspec.spec.memory import OPTIMIZER_STATE, format_bytes, parse_bytes
+from archspec.format.load import load_spec
+from archspec.format.memory import OPTIMIZER_STATE, format_bytes, parse_bytes
 
 
 @click.command("fit")

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from archspec.spec.guard import DEFAULT_MAX_PARAMS
-from archspec.spec.memory import parse_bytes
+from archspec.format.guard import DEFAULT_MAX_PARAMS
+from archspec.format.memory import parse_bytes
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False))
 

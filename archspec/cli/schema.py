@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from archspec.spec.json_schema import json_schema_text
+from archspec.format.json_schema import json_schema_text
 
 
 @click.command("schema")

@@ -8,8 +8,8 @@ import click
 
 from archspec.cli.options import count, overrides_option, shape
 from archspec.errors import SpecError
-from archspec.spec.load import load_spec
-from archspec.spec.shapes import StaticPass, static_pass
+from archspec.format.load import load_spec
+from archspec.format.shapes import StaticPass, static_pass
 
 
 @click.command("validate")

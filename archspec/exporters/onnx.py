@@ -27,8 +27,8 @@ from archspec.builder import build_module
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
 from archspec.exporters.verify import Case, resolve_providers, verify
-from archspec.spec.schema import ClassifierHead, ImageInput, Spec
-from archspec.spec.shapes import input_shape, static_pass
+from archspec.format.schema import ClassifierHead, ImageInput, Spec
+from archspec.format.shapes import input_shape, static_pass
 from archspec.weights import load_weights
 
 INPUT_NAME = "input"

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from archspec.errors import SpecError
-from archspec.spec.paths import Loc
-from archspec.spec.yaml_source import Document, read_document
+from archspec.format.paths import Loc
+from archspec.format.yaml_source import Document, read_document
 
 MAX_CHAIN = 16
 """Most files one ``extends`` chain may hold."""

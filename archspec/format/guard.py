@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.memory import BYTES_PER_VALUE, format_bytes, forward_activation_bytes
-from archspec.spec.schema import Spec
-from archspec.spec.shapes import StaticPass, static_pass
+from archspec.format.memory import BYTES_PER_VALUE, format_bytes, forward_activation_bytes
+from archspec.format.schema import Spec
+from archspec.format.shapes import StaticPass, static_pass
 
 DEFAULT_MAX_PARAMS = 2_000_000_000
 """More parameters than this (8 GB of float32 weights) is refused unless ``--max-params`` allows it."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from archspec.errors import SpecError
-from archspec.spec.paths import Loc, dotted, parse_dotted
-from archspec.spec.yaml_source import Document, Position, parse_text
+from archspec.format.paths import Loc, dotted, parse_dotted
+from archspec.format.yaml_source import Document, Position, parse_text
 
 
 def apply_override(document: Document, assignment: str, file: str | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from archspec.spec.schema import Spec
+from archspec.format.schema import Spec
 
 
 def spec_yaml(spec: Spec) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.schema import (
+from archspec.format.schema import (
     ClassifierHead,
     ConvStem,
     DenseBlock,

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.extends import resolve
-from archspec.spec.overrides import apply_override
-from archspec.spec.paths import dotted
-from archspec.spec.problems import from_pydantic, located
-from archspec.spec.schema import Spec
-from archspec.spec.shapes import static_pass
-from archspec.spec.yaml_source import Document
+from archspec.format.extends import resolve
+from archspec.format.overrides import apply_override
+from archspec.format.paths import dotted
+from archspec.format.problems import from_pydantic, located
+from archspec.format.schema import Spec
+from archspec.format.shapes import static_pass
+from archspec.format.yaml_source import Document
 
 __all__ = ["dotted", "load_document", "load_spec", "validate"]
 

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.schema import ConvStem, DenseBlock, MLPStem, Part, Spec, Transition
-from archspec.spec.shapes import Shape, StaticPass, static_pass
+from archspec.format.schema import ConvStem, DenseBlock, MLPStem, Part, Spec, Transition
+from archspec.format.shapes import Shape, StaticPass, static_pass
 
 BYTES_PER_VALUE = 4  # float32 parameters and activations
 _INDEX_VALUES = 2  # an int64 max-pool index takes the room of two float32 values

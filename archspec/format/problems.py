@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from archspec.errors import Problem
-from archspec.spec.paths import Loc, dotted, parse_dotted
-from archspec.spec.schema import PartError, Spec
-from archspec.spec.suggest import did_you_mean
-from archspec.spec.yaml_source import Document
+from archspec.format.paths import Loc, dotted, parse_dotted
+from archspec.format.schema import PartError, Spec
+from archspec.format.suggest import did_you_mean
+from archspec.format.yaml_source import Document
 
 _SHOWN_VALUE = 60  # characters of an offending value quoted in a message
 

@@ -25,7 +25,7 @@ from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
 from archspec.errors import Problem, SpecError
-from archspec.spec.paths import Loc, dotted
+from archspec.format.paths import Loc, dotted
 
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from archspec.spec.schema import Spec
+from archspec.format.schema import Spec
 
 SCHEMA_ID = "https://archspec.dev/archspec.schema.json"
 
