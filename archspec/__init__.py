@@ -10,47 +10,71 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from archspec.errors import Problem, SpecError
-from archspec.exporters.report import VerificationError
+from archspec.errors import Problem, RunError, SpecError
+from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
+from archspec.format.dump import spec_yaml
 from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources
+from archspec.format.json_schema import json_schema_text
 from archspec.format.load import load_spec
+from archspec.format.memory import MODES, OPTIMIZER_STATE, MemoryEstimate
 from archspec.format.schema import Spec
 from archspec.format.shapes import StaticPass, static_pass
+from archspec.format.sizes import format_bytes, parse_bytes
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from archspec.exporters.report import ExportReport, Tolerance
+    from archspec.memory_fit import Measurement, ModeFit
     from archspec.network import DenseNet
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MAX_PARAMS",
+    "FP32_TOLERANCE",
+    "MODES",
+    "OPTIMIZER_STATE",
+    "ExportReport",
+    "MemoryEstimate",
     "Problem",
+    "RunError",
     "Spec",
     "SpecError",
     "StaticPass",
+    "Tolerance",
     "VerificationError",
     "__version__",
     "build",
+    "check_resources",
+    "diagram",
     "export_onnx",
+    "fit",
+    "format_bytes",
+    "json_schema_text",
     "load_spec",
     "load_weights",
+    "measure_step",
+    "parse_bytes",
+    "spec_yaml",
     "static_pass",
     "summary",
 ]
 
+SpecLike = Spec | str | Path | dict[str, Any]
 
-def _as_spec(spec: Spec | str | Path | dict[str, Any], overrides: tuple[str, ...] = ()) -> Spec:
+
+def _as_spec(spec: SpecLike, overrides: tuple[str, ...] = ()) -> Spec:
     if isinstance(spec, Spec):
         if overrides:
-            return load_spec(spec.model_dump(mode="json"), overrides)
+            # What the user wrote, so that an override of `defaults` reaches every block
+            # that inherits it, exactly as with a path.
+            return load_spec(spec.model_dump(mode="json", exclude_unset=True), overrides)
         return spec
     return load_spec(spec, overrides)
 
 
 def build(
-    spec: Spec | str | Path | dict[str, Any],
+    spec: SpecLike,
     *,
     overrides: tuple[str, ...] = (),
     batch_size: int = 1,
@@ -76,26 +100,89 @@ def build(
     from archspec.builder import build_module
 
     resolved = _as_spec(spec, overrides)
-    check_resources(resolved, batch_size=batch_size, max_params=max_params, max_memory=max_memory)
-    return build_module(resolved)
+    result = static_pass(resolved)
+    check_resources(resolved, batch_size=batch_size, max_params=max_params, max_memory=max_memory, result=result)
+    return build_module(result)
 
 
-def summary(spec: Spec | str | Path | dict[str, Any], *, depth: int = 3, batch_size: int = 1) -> str:
+def summary(
+    spec: SpecLike,
+    *,
+    model: nn.Module | None = None,
+    overrides: tuple[str, ...] = (),
+    depth: int = 3,
+    batch_size: int = 1,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_memory: int | None = None,
+) -> str:
     """The torchinfo table of a spec's network, for the input size the spec declares.
 
     Args:
         spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
+        model: the network already built from ``spec`` (with its weights); built here if ``None``.
+        overrides: ``PATH=VALUE`` assignments applied before validation.
         depth: how many levels of nested modules to show.
         batch_size: batch dimension of the summarised input.
+        max_params: most parameters the resource guard allows (see ``build``).
+        max_memory: most bytes the parameters and a forward pass at ``batch_size`` may take.
 
     Returns:
         The table as text.
-    """
-    from archspec.builder import build_module
-    from archspec.summary import summarise
 
-    resolved = _as_spec(spec)
-    return summarise(build_module(resolved), resolved, depth=depth, batch_size=batch_size)
+    Raises:
+        SpecError: the spec is invalid, or exceeds a limit of the resource guard.
+    """
+    from archspec.torchinfo_table import summarise
+
+    resolved = _as_spec(spec, overrides)
+    if model is None:
+        model = build(resolved, batch_size=batch_size, max_params=max_params, max_memory=max_memory)
+    return summarise(model, resolved, depth=depth, batch_size=batch_size)
+
+
+def diagram(spec: SpecLike, out: str | Path, *, overrides: tuple[str, ...] = ()) -> Path:
+    """Draw a spec's parts and its channels through depth to ``out`` (``.svg`` or ``.png``), without torch.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SpecError: the spec is invalid, the extension is neither, or the file cannot be written.
+    """
+    from archspec.drawing import write_diagram
+
+    return write_diagram(_as_spec(spec, overrides), out)
+
+
+def fit(
+    spec: SpecLike, *, budget: int, optimizer: str = "sgd", overrides: tuple[str, ...] = ()
+) -> tuple[ModeFit, ...]:
+    """Training-memory estimates in the naive and the memory-efficient mode against ``budget`` bytes.
+
+    Args:
+        spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
+        budget: memory available for training, in bytes.
+        optimizer: ``sgd``, ``momentum`` or ``adam`` (its state per parameter is counted).
+        overrides: ``PATH=VALUE`` assignments applied before validation.
+
+    Returns:
+        One ``ModeFit`` per mode, naive first: the estimate and the largest batch that fits.
+    """
+    from archspec.memory_fit import fit as estimate_fit
+
+    return estimate_fit(_as_spec(spec, overrides), budget=budget, optimizer=optimizer)
+
+
+def measure_step(spec: SpecLike, *, mode: str, batch_size: int, optimizer: str = "sgd") -> Measurement:
+    """Run one real training step in a fresh process and measure its peak memory.
+
+    Raises:
+        SpecError: the spec is invalid or the step would not fit this machine.
+        RunError: the step failed.
+    """
+    from archspec.memory_fit import measure
+
+    return measure(_as_spec(spec), mode=mode, batch_size=batch_size, optimizer=optimizer)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -120,7 +207,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def export_onnx(
-    spec: Spec | str | Path | dict[str, Any],
+    spec: SpecLike,
     out: str | Path,
     *,
     overrides: tuple[str, ...] = (),
@@ -165,9 +252,9 @@ def export_onnx(
         SpecError: bad spec, override, weights, output path or provider, or a spec
             over the resource guard's limits (see ``build``).
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
+        RunError: the exporter itself failed.
     """
     from archspec.exporters.onnx import export_onnx as export
-    from archspec.exporters.report import FP32_TOLERANCE
 
     resolved = _as_spec(spec, overrides)
     check_resources(

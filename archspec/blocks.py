@@ -15,10 +15,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from torch import Tensor, nn
 
-DENSE_KERNEL = 3  # the last map of a conv dense layer is 3×3, padding 1: size is kept
-
-
-def _norm(width: int, *, conv: bool) -> nn.Module:
+def batch_norm(width: int, *, conv: bool) -> nn.Module:
+    """BatchNorm over ``width`` channels (2d) or features (1d)."""
     return nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)
 
 
@@ -73,10 +71,10 @@ class DenseLayer(nn.Module):
         memory_efficient: bool,
         bias: bool,
         conv: bool,
+        kernel_size: int,
     ):
         super().__init__()
         op = "conv" if conv else "linear"
-        kernel = DENSE_KERNEL if conv else 1
         if bn_size is None:
             self.stages = ("",)
             widths = (in_width, growth_rate)
@@ -85,12 +83,12 @@ class DenseLayer(nn.Module):
             widths = (in_width, bn_size * growth_rate, growth_rate)
         for index, suffix in enumerate(self.stages):
             last = index == len(self.stages) - 1
-            self.add_module(f"norm{suffix}", _norm(widths[index], conv=conv))
+            self.add_module(f"norm{suffix}", batch_norm(widths[index], conv=conv))
             self.add_module(f"relu{suffix}", nn.ReLU(inplace=True))
             self.add_module(
                 f"{op}{suffix}",
                 _project(
-                    widths[index], widths[index + 1], conv=conv, kernel=kernel if last else 1, bias=bias
+                    widths[index], widths[index + 1], conv=conv, kernel=kernel_size if last else 1, bias=bias
                 ),
             )
         self.op = op
@@ -133,6 +131,7 @@ class DenseBlock(nn.ModuleDict):
         memory_efficient: bool,
         bias: bool,
         conv: bool,
+        kernel_size: int,
     ):
         super().__init__()
         for index in range(num_layers):
@@ -144,6 +143,7 @@ class DenseBlock(nn.ModuleDict):
                 memory_efficient=memory_efficient,
                 bias=bias,
                 conv=conv,
+                kernel_size=kernel_size,
             )
             self.add_module(f"denselayer{index + 1}", layer)
 
@@ -163,21 +163,22 @@ def transition(
     activation: bool,
     bias: bool,
     pool: str,
+    pool_size: int,
     post_activation: bool,
 ) -> nn.Sequential:
-    """Norm-ReLU-projection (1×1 conv or linear), optional ReLU, optional 2×2 pooling."""
+    """Norm-ReLU-projection (1×1 conv or linear), optional ReLU, optional ``pool_size`` pooling."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     if norm:
-        layers["norm"] = _norm(in_width, conv=conv)
+        layers["norm"] = batch_norm(in_width, conv=conv)
     if activation:
         layers["relu"] = nn.ReLU(inplace=True)
     layers["conv" if conv else "linear"] = _project(in_width, out_width, conv=conv, kernel=1, bias=bias)
     if post_activation:
         layers["relu_out"] = nn.ReLU(inplace=True)
     if pool == "avg":
-        layers["pool"] = nn.AvgPool2d(kernel_size=2, stride=2)
+        layers["pool"] = nn.AvgPool2d(kernel_size=pool_size, stride=pool_size)
     elif pool == "max":
-        layers["pool"] = nn.MaxPool2d(kernel_size=2, stride=2)
+        layers["pool"] = nn.MaxPool2d(kernel_size=pool_size, stride=pool_size)
     return nn.Sequential(layers)
 
 

@@ -1,7 +1,9 @@
-"""Spec → ``nn.Module``: a registry from part tag to factory, and the assembly.
+"""Static pass → ``nn.Module``: a registry from part tag to torch factory, and the assembly.
 
 Module names are torchvision's (``features.conv0``, ``features.denseblock1``,
 ``features.transition1``, ``features.norm5``, ``classifier``): weights depend on them.
+Factories read a stage (its resolved part, shapes and number) and hand plain keyword
+arguments to the modules in ``blocks.py``, which never see spec objects.
 """
 
 from __future__ import annotations
@@ -13,54 +15,42 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from archspec import blocks
-from archspec.network import DenseNet
-from archspec.format.schema import (
-    ClassifierHead,
-    ConvStem,
-    DenseBlock,
-    ImageInput,
-    MLPStem,
-    Part,
-    Spec,
-    Transition,
-)
+from archspec.format.parts import ClassifierHead, ConvStem, DenseBlock, MLPStem, RegressorHead, Transition
+from archspec.format.parts.transition import POOL
+from archspec.format.shapes import Stage, StaticPass
+from archspec.network import DenseNet, Output
 
 
 @dataclass
 class _Assembly:
-    """What the factories fill in, part by part: modules in order and the running width."""
+    """What the factories fill in, stage by stage: ``features`` in order, then the output."""
 
-    width: int
-    modules: OrderedDict[str, nn.Module] = field(default_factory=OrderedDict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def number(self, tag: str) -> int:
-        """1-based index of the next part with this tag (``denseblock1``, ``transition1``)."""
-        self.counts[tag] = self.counts.get(tag, 0) + 1
-        return self.counts[tag]
+    result: StaticPass
+    features: OrderedDict[str, nn.Module] = field(default_factory=OrderedDict)
+    output: Output | None = None
 
 
-Factory = Callable[[Part, _Assembly], None]
-_FACTORIES: dict[str, Factory] = {}
+Factory = Callable[..., None]
+FACTORIES: dict[str, Factory] = {}
 
 
 def register(tag: str) -> Callable[[Factory], Factory]:
     """Register the factory for parts tagged ``tag``; a second registration is an error."""
 
     def decorate(factory: Factory) -> Factory:
-        if tag in _FACTORIES:
+        if tag in FACTORIES:
             raise ValueError(f"a factory for {tag!r} is already registered")
-        _FACTORIES[tag] = factory
+        FACTORIES[tag] = factory
         return factory
 
     return decorate
 
 
 @register("conv_stem")
-def _conv_stem(stem: ConvStem, assembly: _Assembly) -> None:
-    assembly.modules.update(
+def _conv_stem(stage: Stage, stem: ConvStem, assembly: _Assembly) -> None:
+    assembly.features.update(
         blocks.conv_stem(
-            in_channels=assembly.width,
+            in_channels=stage.in_shape[0],
             out_channels=stem.out_channels,
             kernel_size=stem.kernel_size,
             stride=stem.stride,
@@ -74,51 +64,69 @@ def _conv_stem(stem: ConvStem, assembly: _Assembly) -> None:
             pool_padding=stem.pool_padding,
         )
     )
-    assembly.width = stem.out_channels
 
 
 @register("mlp_stem")
-def _mlp_stem(stem: MLPStem, assembly: _Assembly) -> None:
-    assembly.modules.update(
+def _mlp_stem(stage: Stage, stem: MLPStem, assembly: _Assembly) -> None:
+    assembly.features.update(
         blocks.mlp_stem(
-            widths=[assembly.width, *stem.hidden],
-            activation=stem.activation == "relu",
-            bias=stem.bias,
+            widths=[stage.in_shape[0], *stem.hidden], activation=stem.activation == "relu", bias=stem.bias
         )
     )
-    assembly.width = stem.hidden[-1]
 
 
 @register("dense_block")
-def _dense_block(block: DenseBlock, assembly: _Assembly) -> None:
-    name = f"denseblock{assembly.number('dense_block')}"
-    assembly.modules[name] = blocks.DenseBlock(
+def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
+    assembly.features[f"denseblock{stage.number}"] = blocks.DenseBlock(
         num_layers=block.num_layers,
-        in_width=assembly.width,
+        in_width=stage.in_shape[0],
         growth_rate=block.growth_rate,
         bn_size=block.bn_size,
         drop_rate=block.drop_rate,
         memory_efficient=block.memory_efficient,
         bias=block.bias,
         conv=block.layer == "conv",
+        kernel_size=block.kernel,
     )
-    assembly.width += block.num_layers * block.growth_rate
 
 
 @register("transition")
-def _transition(part: Transition, assembly: _Assembly) -> None:
-    out_width = part.out_width(assembly.width)
-    assembly.modules[f"transition{assembly.number('transition')}"] = blocks.transition(
-        in_width=assembly.width,
-        out_width=out_width,
+def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
+    assembly.features[f"transition{stage.number}"] = blocks.transition(
+        in_width=stage.in_shape[0],
+        out_width=stage.out_shape[0],
         conv=part.layer == "conv",
         norm=part.norm == "batch_norm",
         activation=part.activation == "relu",
         bias=part.bias,
         pool=part.pool,
+        pool_size=POOL,
         post_activation=part.post_activation == "relu",
     )
-    assembly.width = out_width
+
+
+def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembly, name: str) -> None:
+    width = stage.in_shape[0]
+    if head.norm == "batch_norm":
+        # torchvision calls the head's norm `features.norm5` after four blocks.
+        number = assembly.result.dense_blocks + 1
+        assembly.features[f"norm{number}"] = blocks.batch_norm(width, conv=len(stage.in_shape) > 1)
+    assembly.output = Output(
+        name=name,
+        linear=nn.Linear(width, stage.out_shape[0]),
+        activation=head.activation == "relu",
+        global_pool=len(stage.in_shape) > 1,
+    )
+
+
+@register("classifier")
+def _classifier(stage: Stage, head: ClassifierHead, assembly: _Assembly) -> None:
+    _head(stage, head, assembly, "classifier")
+
+
+@register("regressor")
+def _regressor(stage: Stage, head: RegressorHead, assembly: _Assembly) -> None:
+    _head(stage, head, assembly, "regressor")
 
 
 def _initialise(model: nn.Module) -> None:
@@ -133,35 +141,18 @@ def _initialise(model: nn.Module) -> None:
             nn.init.constant_(module.bias, 0)
 
 
-def build_module(spec: Spec) -> DenseNet:
-    """Compile a validated spec into a ``DenseNet`` module, freshly initialised."""
-    image = isinstance(spec.input, ImageInput)
-    assembly = _Assembly(width=spec.input.channels if image else spec.input.features)
+def build_module(result: StaticPass) -> DenseNet:
+    """Compile a spec's static pass into a ``DenseNet`` module, freshly initialised."""
+    assembly = _Assembly(result)
     stage_modules: dict[str, tuple[str, ...]] = {}
-    for path, part in [("stem", spec.stem), *((f"body[{i}]", p) for i, p in enumerate(spec.body))]:
-        before = set(assembly.modules)
-        _FACTORIES[part.type](part, assembly)
-        stage_modules[path] = tuple(f"features.{n}" for n in assembly.modules if n not in before)
-
-    head = spec.head
-    head_modules: tuple[str, ...] = ()
-    if head.norm == "batch_norm":
-        # torchvision calls the head's norm `features.norm5` after four blocks.
-        norm_name = f"norm{assembly.counts['dense_block'] + 1}"
-        assembly.modules[norm_name] = (nn.BatchNorm2d if image else nn.BatchNorm1d)(assembly.width)
-        head_modules = (f"features.{norm_name}",)
-    classifier = isinstance(head, ClassifierHead)
-    output_name = "classifier" if classifier else "regressor"
-    outputs = head.num_classes if classifier else head.out_features
-    stage_modules["head"] = (*head_modules, output_name)
-
-    model = DenseNet(
-        features=nn.Sequential(assembly.modules),
-        output=nn.Linear(assembly.width, outputs),
-        output_name=output_name,
-        activation=head.activation == "relu",
-        global_pool=image,
-        stage_modules=stage_modules,
-    )
+    for stage in result.stages:
+        before = set(assembly.features)
+        FACTORIES[stage.kind](stage, stage.part, assembly)
+        names = tuple(f"features.{name}" for name in assembly.features if name not in before)
+        stage_modules[stage.path] = names
+    assert assembly.output is not None, "the head's factory sets the output"
+    stage_modules["head"] = (*stage_modules["head"], assembly.output.name)
+    model = DenseNet(features=nn.Sequential(assembly.features), output=assembly.output,
+                     stage_modules=stage_modules)
     _initialise(model)
     return model

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Output:
+    """The head after ``features``: activation, global pooling of images, the output layer."""
+
+    name: str
+    """``classifier`` (torchvision's name) or ``regressor``."""
+    linear: nn.Linear
+    activation: bool
+    global_pool: bool
 
 
 class DenseNet(nn.Module):
@@ -23,19 +36,16 @@ class DenseNet(nn.Module):
         self,
         *,
         features: nn.Sequential,
-        output: nn.Linear,
-        output_name: str,
-        activation: bool,
-        global_pool: bool,
+        output: Output,
         stage_modules: dict[str, tuple[str, ...]],
     ):
         super().__init__()
         self.features = features
-        self.add_module(output_name, output)
-        self.output_name = output_name
-        self.activation = activation
-        self.global_pool = global_pool
-        self.num_features = output.in_features
+        self.add_module(output.name, output.linear)
+        self.output_name = output.name
+        self.activation = output.activation
+        self.global_pool = output.global_pool
+        self.num_features = output.linear.in_features
         self.stage_modules = stage_modules
 
     def forward_features(self, x: Tensor) -> Tensor:

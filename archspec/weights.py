@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from archspec.errors import Problem, SpecError
+from archspec.errors import Problem, SpecError, first_line
 
 _SHOWN = 5  # keys listed per kind of mismatch; the rest are counted
 _MESSAGE_CHARS = 200  # a loader's own message is cut to one short line
@@ -29,8 +29,8 @@ _LEGACY_DENSE_LAYER_KEY = re.compile(
 
 
 def _sentence(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    first = first.split(". ")[0].rstrip(".")
+    """The first sentence of a loader's message, cut to one short line."""
+    first = first_line(text).split(". ")[0].rstrip(".")
     return first if len(first) <= _MESSAGE_CHARS else first[: _MESSAGE_CHARS - 1] + "…"
 
 

@@ -1,7 +1,7 @@
 """How close is ``archspec fit``'s estimate to a measured training step?
 
 For the tutorial net and DenseNet-121, each at two batch sizes, in both modes: the
-estimate, the peak measured by ``archspec.fit.measure`` (CPU: peak resident memory with
+estimate, the peak measured by ``archspec.measure_step`` (CPU: peak resident memory with
 glibc's mmap threshold fixed; CUDA: ``max_memory_allocated``), and on CPU also the peak
 with glibc's default allocator, whose retained free heap the estimate does not model.
 The issue's target is the estimate within ±25% of the measured peak.
@@ -15,8 +15,9 @@ from __future__ import annotations
 from common import SPECS, machine
 
 import archspec
-from archspec.fit import measure
-from archspec.format.memory import MODES, estimate, format_bytes
+from archspec.memory_fit import measure
+from archspec import format_bytes
+from archspec.format.memory import MODES, estimate
 
 CASES = (("tutorial", (32, 128)), ("densenet121", (8, 16)))
 TARGET = 0.25

@@ -21,14 +21,23 @@ from archspec.format.json_schema import json_schema, json_schema_text
 
 DOCS = Path(__file__).resolve().parent
 
-# Parts in the order a spec file is read, grouped under the field that holds them.
-SECTIONS = (
-    ("input", ("ImageInput", "TabularInput")),
-    ("stem", ("ConvStem", "MLPStem")),
-    ("defaults", ("Defaults",)),
-    ("body", ("DenseBlock", "Transition")),
-    ("head", ("ClassifierHead", "RegressorHead")),
-)
+
+
+def _models(prop: dict[str, Any]) -> list[str]:
+    """Names of the models a property refers to, through lists and unions (in schema order)."""
+    if "$ref" in prop:
+        return [prop["$ref"].rsplit("/", 1)[1]]
+    if "items" in prop:
+        return _models(prop["items"])
+    return [name for member in prop.get("oneOf", prop.get("anyOf", ())) for name in _models(member)]
+
+
+def sections(schema: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Every part kind in the order a spec file is read, under the field that holds it.
+
+    Derived from the schema, so a kind of part added to the format gets its section.
+    """
+    return [(field, models) for field, prop in schema["properties"].items() if (models := _models(prop))]
 
 INTRO = """\
 # Spec reference
@@ -114,7 +123,7 @@ def reference() -> str:
     top = {**schema, "required": schema["then"]["required"]}
     lines = [INTRO, "## The spec", "", " ".join(schema["description"].split()), "",
              *_table(top, defs), ""]
-    for field, names in SECTIONS:
+    for field, names in sections(schema):
         lines += [f"## Parts of `{field}`", ""]
         for name in names:
             model = defs[name]

@@ -108,7 +108,7 @@ def test_defaults_fill_only_what_a_block_leaves_out() -> None:
         "head": {"type": "classifier", "num_classes": 3},
     }
     spec = archspec.load_spec(base)
-    first, second = spec.dense_blocks
+    first, second = (stage.part for stage in archspec.static_pass(spec).stages if stage.kind == "dense_block")
     assert (first.growth_rate, first.bn_size, first.memory_efficient) == (8, 2, True)
     assert (second.growth_rate, second.bn_size, second.memory_efficient) == (4, None, False)
     model = archspec.build(spec)

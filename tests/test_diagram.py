@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.format.schema import DenseBlock
+from archspec.format.parts import DenseBlock
 from tests.conftest import ROOT, SPEC_FILES
 
 SVG_TEXT = "{http://www.w3.org/2000/svg}text"
@@ -36,7 +36,8 @@ def test_every_spec_renders_svg_with_its_labels(spec_path: Path, tmp_path: Path)
     passed = archspec.static_pass(spec)
     title = f"{spec.name}: {passed.params:,} parameters, input " + "×".join(str(d) for d in passed.input_shape)
     assert title in labels
-    blocks = [part for part in spec.body if isinstance(part, DenseBlock)]
+    blocks = [stage.part for stage in passed.stages if isinstance(stage.part, DenseBlock)]
+    assert len(blocks) == sum(part.type == "dense_block" for part in spec.body)
     for number, block in enumerate(blocks, 1):
         assert f"dense block {number}" in labels
         assert f"{block.num_layers} × {block.growth_rate}" in labels
@@ -82,8 +83,8 @@ def test_override_changes_the_drawing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("net.pdf", "error: output: output must end in .svg or .png, got '{out}'"),
-        ("missing/net.svg", "error: output: cannot write '{out}': No such file or directory"),
+        ("net.pdf", "error: --output: must end in .svg or .png, got '{out}'"),
+        ("missing/net.svg", "{out}: output directory '{out.parent}' does not exist"),
     ],
 )
 def test_bad_output_exit_2_and_nothing_written(tmp_path: Path, name: str, message: str) -> None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.fit import fit, measure
+from archspec.memory_fit import fit, measure
 from tests.conftest import ROOT
 
 TUTORIAL = str(ROOT / "specs" / "tutorial.yaml")
@@ -77,13 +77,18 @@ def test_measured_step_within_25_percent_on_cpu() -> None:
         assert abs(estimated - measured) / measured <= 0.25, lines
 
 
-def test_failed_step_is_a_spec_error() -> None:
-    # BatchNorm1d refuses a batch of one in training mode.
+def test_failed_step_is_a_run_error_and_exit_1() -> None:
+    # BatchNorm1d refuses a batch of one in training mode: the work failed, the input was valid.
     spec = archspec.load_spec(ROOT / "specs" / "mlp_tabular.yaml")
-    with pytest.raises(archspec.SpecError) as error:
+    with pytest.raises(archspec.RunError) as error:
         measure(spec, mode="naive", batch_size=1)
-    assert error.value.path == "naive"
-    assert error.value.message.startswith("the measured training step failed: ValueError: Expected more than 1")
+    assert str(error.value).startswith(
+        "the measured training step (naive) failed: ValueError: Expected more than 1")
+    result = CliRunner().invoke(main, ["fit", str(ROOT / "specs" / "mlp_tabular.yaml"), "--memory", "4GiB",
+                                       "--measure"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "error: the measured training step (naive) failed: ValueError: Expected more than 1")
 
 
 def test_measure_refuses_a_step_larger_than_the_machine() -> None:

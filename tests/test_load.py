@@ -90,11 +90,11 @@ def test_yml_and_json_files(tmp_path: Path) -> None:
 
 def test_thousands_of_errors_are_capped(tmp_path: Path) -> None:
     spec = tmp_path / "many.yaml"
-    spec.write_text("archspec: 1\nname: x\nbody: [" + ", ".join(["1"] * 5000) + "]\n")
+    spec.write_text("archspec: 1\nname: x\nbody: [" + ", ".join(["1"] * 200) + "]\n")
     with pytest.raises(archspec.SpecError) as caught:
         archspec.load_spec(spec)
     problems = caught.value.problems
     assert len(problems) == 51
-    # 5,000 bad body items + missing input, stem and head = 5,003 problems; 50 shown: the three
+    # 200 bad body items + missing input, stem and head = 203 problems; 50 shown: the three
     # missing fields (at the top mapping, 1:1) and body[0..46]; body[47] sits at column 8 + 47·3
-    assert str(problems[-1]) == f"{spec}:3:149: body[47]: 4,953 more problems from here on, not shown"
+    assert str(problems[-1]) == f"{spec}:3:149: body[47]: 153 more problems from here on, not shown"

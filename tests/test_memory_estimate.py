@@ -8,13 +8,8 @@ import torch
 
 import archspec
 from archspec.errors import SpecError
-from archspec.format.memory import (
-    estimate,
-    format_bytes,
-    forward_activation_bytes,
-    parse_bytes,
-    stage_activations,
-)
+from archspec.format.memory import estimate, forward_activation_bytes, stage_activations
+from archspec.format.sizes import format_bytes, parse_bytes
 from tests.conftest import ROOT
 
 # A small DenseNet-BC with dropout: bottleneck layers, max-pool stem, every stored kind.
@@ -41,18 +36,18 @@ def test_tutorial_stem_counts_input_conv_norm_and_pool_indices() -> None:
     # 1×96×96 input (9,216) saved by conv0; conv0 output 64×48×48 (147,456) saved by norm0;
     # norm0's output, ReLU'd in place, saved by pool0 (147,456) with its int64 indices
     # for 64×24×24 outputs (2 × 36,864 float32 values): 377,856 values.
-    stem = stage_activations(_tutorial(), memory_efficient=False)[0]
+    stem = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=False)[0]
     assert (stem.path, stem.stored, stem.working) == ("stem", 377_856, 0)
 
 
 def test_tutorial_first_block_naive_and_memory_efficient() -> None:
     # Layers read 64, 96, 128, 160 channels at 24×24: each keeps its concatenation and
     # its normalised copy, 2 × 448 × 576 = 516,096; plus the 192×24×24 output (110,592).
-    naive = stage_activations(_tutorial(), memory_efficient=False)[1]
+    naive = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=False)[1]
     assert (naive.stored, naive.working) == (516_096 + 110_592, 2 * 110_592)
     # Memory-efficient: only the inputs, 64 + 3 × 32 = 160 channels, plus the output;
     # the backward pass also holds the last layer recomputed (2 × 160 × 576 values).
-    efficient = stage_activations(_tutorial(), memory_efficient=True)[1]
+    efficient = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=True)[1]
     assert (efficient.stored, efficient.working) == (160 * 576 + 110_592, 2 * 110_592 + 2 * 160 * 576)
 
 
@@ -104,7 +99,7 @@ def test_stored_activations_match_what_autograd_saves(name: str, mode: str) -> N
     saved = _saved_bytes(spec, batch)
     # The model leaves out only the logits and the loss's few values per sample.
     assert abs(counted - saved) / saved < 0.01, (counted, saved)
-    assert forward_activation_bytes(spec, batch) == counted
+    assert forward_activation_bytes(archspec.static_pass(spec), batch) == counted
 
 
 def test_largest_batch_is_the_last_that_fits() -> None:

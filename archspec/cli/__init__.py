@@ -1,7 +1,8 @@
 """The ``archspec`` command: a thin layer that parses arguments, calls the API and prints.
 
-Bad input of any kind ends as one line on stderr and exit status 2; no
-traceback reaches the user. Each command lives in its own module.
+Bad input of any kind ends as one line on stderr and exit status 2, work that
+failed on a valid input as one line and exit status 1; no traceback reaches the
+user. Each command lives in its own module and calls only the public API.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any
 
 import click
 
-from archspec.errors import SpecError
+from archspec import RunError, SpecError
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -27,6 +29,9 @@ class _Main(click.Group):
             for problem in error.problems:
                 click.echo(f"error: {problem}" if not problem.file else str(problem), err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except RunError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -12,9 +12,7 @@ from archspec.cli.options import (
     shape,
     spec_argument,
 )
-from archspec.format.dump import spec_yaml
-from archspec.format.load import load_spec
-from archspec.format.shapes import static_pass
+import archspec
 
 
 @click.command("build")
@@ -32,23 +30,23 @@ from archspec.format.shapes import static_pass
 @guard_options
 def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: str | None, summary: bool,
             depth: int, batch_size: int, max_params: int, max_memory: str | None) -> None:
-    """Build SPEC into a torch module and print its parameters and output shape."""
-    import archspec
+    """Build SPEC into a torch module and print its parameters and output shape.
 
-    resolved = load_spec(spec, overrides)
-    if print_spec:
-        click.echo(spec_yaml(resolved), nl=False)
+    With --print-spec, standard output holds the resolved spec and nothing else.
+    """
+    resolved = archspec.load_spec(spec, overrides)
     model = archspec.build(
         resolved, batch_size=batch_size, max_params=max_params, max_memory=memory_limit(max_memory)
     )
     if weights is not None:
         archspec.load_weights(model, weights)
+    if print_spec:
+        click.echo(archspec.spec_yaml(resolved), nl=False)
+        return
     params = sum(p.numel() for p in model.parameters())
-    result = static_pass(resolved)
+    result = archspec.static_pass(resolved)
     if summary:
-        from archspec.summary import summarise
-
-        click.echo(summarise(model, resolved, depth=depth, batch_size=batch_size))
+        click.echo(archspec.summary(resolved, model=model, depth=depth, batch_size=batch_size))
     click.echo(
         f"{resolved.name}: {count(params)} parameters, input {shape((batch_size, *result.input_shape))}"
         f" -> output {shape((batch_size, *result.out_shape))}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+import archspec
 from archspec.cli.options import overrides_option, spec_argument
-from archspec.format.load import load_spec
 
 
 @click.command("diagram")
@@ -15,7 +15,5 @@ from archspec.format.load import load_spec
               help="Where to write the picture: FILE.svg or FILE.png.")
 def command(spec: str, overrides: tuple[str, ...], output: str) -> None:
     """Draw SPEC as a diagram (one box per part, channel count through depth) to FILE."""
-    from archspec.diagram import write_diagram
-
-    resolved = load_spec(spec, overrides)
-    click.echo(f"{resolved.name}: wrote {write_diagram(resolved, output)}")
+    resolved = archspec.load_spec(spec, overrides)
+    click.echo(f"{resolved.name}: wrote {archspec.diagram(resolved, output)}")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
+import archspec
+from archspec import FP32_TOLERANCE, ExportReport, Problem, SpecError, Tolerance, VerificationError
 from archspec.cli.options import guard_options, memory_limit, overrides_option, spec_argument
-from archspec.errors import Problem, SpecError
-from archspec.exporters.report import ExportReport, Tolerance, VerificationError
 
 EXIT_VERIFICATION_FAILED = 1
 
@@ -84,9 +84,6 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
             report_path: str | None, no_verify: bool, max_params: int, max_memory: str | None,
             overrides: tuple[str, ...]) -> None:
     """Export SPEC to an ONNX file and verify it under onnxruntime."""
-    import archspec
-    from archspec.exporters.report import FP32_TOLERANCE
-
     tolerance = Tolerance(
         rtol=FP32_TOLERANCE.rtol if rtol is None else rtol,
         atol=FP32_TOLERANCE.atol if atol is None else atol,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+import archspec
+from archspec import OPTIMIZER_STATE, format_bytes
 from archspec.cli.options import overrides_option, spec_argument
-from archspec.format.load import load_spec
-from archspec.format.memory import OPTIMIZER_STATE, format_bytes, parse_bytes
 
 
 @click.command("fit")
@@ -24,11 +24,9 @@ def command(
     spec: str, overrides: tuple[str, ...], memory: str, batch_size: int, optimizer: str, measure: bool
 ) -> None:
     """Estimate the training memory of SPEC and the largest batch that fits in --memory."""
-    from archspec.fit import fit
-
-    budget = parse_bytes(memory, option="--memory")
-    resolved = load_spec(spec, overrides)
-    fits = fit(resolved, budget=budget, optimizer=optimizer)
+    budget = archspec.parse_bytes(memory, option="--memory")
+    resolved = archspec.load_spec(spec, overrides)
+    fits = archspec.fit(resolved, budget=budget, optimizer=optimizer)
     click.echo(f"{resolved.name}: training memory at batch {batch_size} with {optimizer}")
     rows = [
         ("parameters", [f.estimate.parameters for f in fits]),
@@ -44,10 +42,8 @@ def command(
     for found in fits:
         click.echo(f"largest batch in {format_bytes(budget)} ({found.mode}): {found.largest_batch}")
     if measure:
-        from archspec.fit import measure as run_step
-
         for found in fits:
-            measured = run_step(resolved, mode=found.mode, batch_size=batch_size, optimizer=optimizer)
+            measured = archspec.measure_step(resolved, mode=found.mode, batch_size=batch_size, optimizer=optimizer)
             estimated = found.estimate.total(batch_size)
             click.echo(
                 f"{found.mode}: estimate {format_bytes(estimated)}, measured "

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from archspec.format.guard import DEFAULT_MAX_PARAMS
-from archspec.format.memory import parse_bytes
+from archspec import DEFAULT_MAX_PARAMS, parse_bytes
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False))
 
@@ -22,6 +21,13 @@ overrides_option = click.option(
 )
 
 
+def max_params_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-params``: the resource guard's parameter limit (``validate`` checks it without torch)."""
+    return click.option(
+        "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
+        help="Refuse specs with more parameters than this.",
+    )(command)
+
 
 def guard_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--max-params`` and ``--max-memory``: the resource guard's limits, for commands that allocate."""
@@ -30,10 +36,7 @@ def guard_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Refuse specs whose parameters and forward pass need more, e.g. 8GiB "
         "(default: this machine's memory).",
     )(command)
-    return click.option(
-        "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
-        help="Refuse specs with more parameters than this.",
-    )(command)
+    return max_params_option(command)
 
 
 def memory_limit(text: str | None) -> int | None:

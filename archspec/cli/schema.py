@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from archspec.format.json_schema import json_schema_text
+import archspec
 
 
 @click.command("schema")
@@ -13,4 +13,4 @@ def command() -> None:
 
     The same text is committed as docs/archspec.schema.json; point editors at it.
     """
-    click.echo(json_schema_text(), nl=False)
+    click.echo(archspec.json_schema_text(), nl=False)

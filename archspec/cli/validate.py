@@ -6,10 +6,8 @@ import sys
 
 import click
 
-from archspec.cli.options import count, overrides_option, shape
-from archspec.errors import SpecError
-from archspec.format.load import load_spec
-from archspec.format.shapes import StaticPass, static_pass
+import archspec
+from archspec.cli.options import count, max_params_option, overrides_option, shape
 
 
 @click.command("validate")
@@ -17,18 +15,20 @@ from archspec.format.shapes import StaticPass, static_pass
 @overrides_option
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print each part's output shape, parameters and running total.")
-def command(specs: tuple[str, ...], overrides: tuple[str, ...], verbose: bool) -> None:
-    """Validate SPECS and print one line per file; exit 2 if any is invalid."""
+@max_params_option
+def command(specs: tuple[str, ...], overrides: tuple[str, ...], verbose: bool, max_params: int) -> None:
+    """Validate SPECS and print one line per file; exit 2 if any is invalid or over --max-params."""
     failed = False
     for path in specs:
         try:
-            spec = load_spec(path, overrides)
-        except SpecError as error:
+            spec = archspec.load_spec(path, overrides)
+            result = archspec.static_pass(spec)
+            archspec.check_resources(spec, max_params=max_params, check_memory=False, result=result)
+        except archspec.SpecError as error:
             failed = True
             for problem in error.problems:
-                click.echo(str(problem), err=True)
+                click.echo(str(problem) if problem.file else f"{path}: {problem}", err=True)
             continue
-        result = static_pass(spec)
         if verbose:
             click.echo(_table(result))
         click.echo(
@@ -39,7 +39,7 @@ def command(specs: tuple[str, ...], overrides: tuple[str, ...], verbose: bool) -
         sys.exit(2)
 
 
-def _table(result: StaticPass) -> str:
+def _table(result: archspec.StaticPass) -> str:
     """The static pass as a fixed-width table: part, type, output shape, parameters, running total."""
     rows = [("part", "type", "output", "params", "total"),
             ("input", "", shape(result.input_shape), "", "")]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import secrets
 import warnings
 from collections.abc import Callable
 from importlib.metadata import version
@@ -23,64 +21,67 @@ import torch
 from onnx import helper
 from torch import nn
 
+from archspec.atomic import atomic_output, check_destination
 from archspec.builder import build_module
-from archspec.errors import Problem, SpecError
+from archspec.errors import Problem, RunError, SpecError, first_line
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
 from archspec.exporters.verify import Case, resolve_providers, verify
-from archspec.format.schema import ClassifierHead, ImageInput, Spec
-from archspec.format.shapes import input_shape, static_pass
+from archspec.format.dump import resolved_document
+from archspec.format.memory import BYTES_PER_VALUE
+from archspec.format.schema import Spec
+from archspec.format.shapes import StaticPass, static_pass
 from archspec.weights import load_weights
 
 INPUT_NAME = "input"
 _MAX_FILE_BYTES = 2**31  # protobuf's limit for one message: bigger models need external data
-_BYTES_PER_VALUE = 4  # fp32 weights and buffers
-_SEED = 0
-
-
-def output_name(spec: Spec) -> str:
-    """``logits`` for a classifier, ``prediction`` for a regressor."""
-    return "logits" if isinstance(spec.head, ClassifierHead) else "prediction"
+_EXAMPLE_SEED = 0  # the tracing example; verification inputs have seeds of their own
 
 
 def canonical_json(spec: Spec) -> str:
-    """The spec as sorted, compact JSON: the same spec always gives the same bytes."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    """The resolved spec as sorted, compact JSON: the same spec always gives the same bytes."""
+    return json.dumps(resolved_document(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _dynamic_dims(spec: Spec, static: bool) -> dict[int, str]:
-    """Input axes left free: batch always, height and width for images (the head pools globally)."""
+def output_name(result: StaticPass) -> str:
+    """``logits`` for a classifier, ``prediction`` for a regressor."""
+    return result.stages[-1].part.output_name
+
+
+_SPATIAL_AXES = ("height", "width")
+
+
+def _dynamic_dims(result: StaticPass, static: bool) -> dict[int, str]:
+    """Input axes left free: batch always, and every spatial axis (the head pools globally)."""
     if static:
         return {}
-    if isinstance(spec.input, ImageInput):
-        return {0: "batch", 2: "height", 3: "width"}
-    return {0: "batch"}
+    spatial = len(result.input_shape) - 1
+    return {0: "batch", **{2 + axis: _SPATIAL_AXES[axis] for axis in range(spatial)}}
 
 
-def _second_size(spec: Spec) -> tuple[int, int]:
+def _second_size(spec: Spec) -> tuple[int, ...]:
     """A non-square spatial size other than the declared one that the network accepts."""
-    assert isinstance(spec.input, ImageInput)
-    height, width = spec.input.height, spec.input.width
-    for candidate in ((height * 3 // 4, width * 5 // 8), (height * 5 // 4, width * 9 // 8)):
-        resized = spec.input.model_copy(update={"height": candidate[0], "width": candidate[1]})
+    sizes = static_pass(spec).input_shape[1:]
+    for factors in (((3, 4), (5, 8)), ((5, 4), (9, 8))):
+        candidate = tuple(size * num // den for size, (num, den) in zip(sizes, factors))
+        overrides = {name: size for name, size in zip(_SPATIAL_AXES, candidate)}
         try:
-            static_pass(spec.model_copy(update={"input": resized}))
+            static_pass(spec.model_copy(update={"input": spec.input.model_copy(update=overrides)}))
         except SpecError:
             continue
         return candidate
     raise AssertionError("a larger input always passes the static pass")  # pragma: no cover
 
 
-def verification_cases(spec: Spec, *, batch_size: int, static: bool) -> tuple[Case, ...]:
+def verification_cases(spec: Spec, result: StaticPass, *, batch_size: int, static: bool) -> tuple[Case, ...]:
     """Batch 1 and a larger batch, and for images a second spatial size; one case when static."""
-    shape = input_shape(spec)
+    shape = result.input_shape
     if static:
         return (Case(f"batch {batch_size}", (batch_size, *shape)),)
     larger = max(batch_size, 2)
     cases = [Case("batch 1", (1, *shape)), Case(f"batch {larger}", (larger, *shape))]
-    if isinstance(spec.input, ImageInput):
-        height, width = _second_size(spec)
-        cases.append(Case(f"batch {larger} at {height}×{width}", (larger, shape[0], height, width)))
+    if len(shape) > 1:
+        sizes = _second_size(spec)
+        cases.append(Case(f"batch {larger} at {'×'.join(map(str, sizes))}", (larger, shape[0], *sizes)))
     return tuple(cases)
 
 
@@ -125,18 +126,11 @@ def _export(module: nn.Module, example: torch.Tensor, dims: dict[int, str], outp
     try:
         return _export_dynamo(module, example, dims, output, opset), "dynamo", None
     except Exception as error:  # any exporter failure: the fallback gets its chance
-        reason = f"torch.onnx.export(dynamo=True) failed: {_first_line(error)}"
+        reason = f"torch.onnx.export(dynamo=True) failed: {first_line(error)}"
     try:
         return _export_torchscript(module, example, dims, output, opset), "torchscript", reason
     except Exception as error:
-        raise SpecError(
-            Problem(f"ONNX export failed: {reason}; TorchScript exporter: {_first_line(error)}")
-        ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+        raise RunError(f"ONNX export failed: {reason}; TorchScript exporter: {first_line(error)}") from None
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -157,35 +151,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _check_destination(out: Path) -> None:
-    """Refuse an output path that cannot receive the file, before any long work."""
-    if out.is_dir():
-        raise SpecError(Problem("output path is a directory", file=str(out)))
-    parent = out.parent
-    if not parent.is_dir():
-        raise SpecError(Problem(f"output directory {str(parent)!r} does not exist", file=str(out)))
-
-
-def _claim_temporary(out: Path) -> Path:
-    """Create the temporary file beside ``out``: same filesystem, so the rename is atomic."""
-    temporary = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        temporary.open("xb").close()
-    except OSError as error:
-        raise SpecError(
-            Problem(f"cannot write to {str(out.parent)!r}: {error.strerror}", file=str(out))
-        ) from None
-    return temporary
-
-
-def _write(path: Path, model: onnx.ModelProto, out: Path) -> None:
-    try:
-        with path.open("wb") as file:
-            file.write(model.SerializeToString())
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as error:  # a full disk or a vanished directory, mid-write
-        raise SpecError(Problem(f"cannot write the file: {error.strerror}", file=str(out))) from None
+def _write(path: Path, model: onnx.ModelProto) -> None:
+    with path.open("wb") as file:
+        file.write(model.SerializeToString())
 
 
 def export_onnx(
@@ -211,26 +179,26 @@ def export_onnx(
         VerificationError: the file does not match PyTorch; nothing is left at ``out``.
     """
     out = Path(out)
-    _check_destination(out)
+    check_destination(out)
     providers = resolve_providers(provider) if verify_output else None
-    module = build_module(spec)
+    result = static_pass(spec)
+    module = build_module(result)
     if weights is not None:
         load_weights(module, weights)
     module.eval()
     values = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
-    if values * _BYTES_PER_VALUE >= _MAX_FILE_BYTES:
+    if values * BYTES_PER_VALUE >= _MAX_FILE_BYTES:
         raise SpecError(Problem(f"{values:,} weight values exceed the 2 GiB a single ONNX file holds"))
 
-    dims = _dynamic_dims(spec, static)
+    dims = _dynamic_dims(result, static)
     example_batch = batch_size if static else max(batch_size, 2)  # batch 1 would be specialised
-    example = torch.randn((example_batch, *input_shape(spec)),
-                          generator=torch.Generator().manual_seed(_SEED))
-    output = output_name(spec)
+    example = torch.randn((example_batch, *result.input_shape),
+                          generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
+    output = output_name(result)
     spec_json = canonical_json(spec)
     versions = _versions()
 
-    temporary = _claim_temporary(out)
-    try:
+    with atomic_output(out) as temporary:
         progress("exporting with torch.onnx")
         model, exporter, fallback_reason = _export(module, example, dims, output, opset)
         metadata = {
@@ -242,20 +210,21 @@ def export_onnx(
             **{f"{name}.version": number for name, number in versions.items()},
         }
         helper.set_model_props(model, metadata)
-        _write(temporary, model, out)
+        _write(temporary, model)
         verification = None
         if providers is not None:
-            verification = verify(temporary, module, verification_cases(spec, batch_size=batch_size, static=static),
-                                  providers=providers, tolerance=tolerance, progress=progress)
+            cases = verification_cases(spec, result, batch_size=batch_size, static=static)
+            verification = verify(temporary, module, cases, providers=providers, tolerance=tolerance,
+                                  progress=progress)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
-            _write(temporary, model, out)
+            _write(temporary, model)
         progress("checking the file with onnx.checker")
         try:
             onnx.checker.check_model(str(temporary), full_check=True)
             checker = "passed"
         except onnx.checker.ValidationError as error:
-            checker = _first_line(error)
+            checker = first_line(error)
         passed = checker == "passed" and (verification is None or verification.passed)
         report = ExportReport(
             spec_name=spec.name,
@@ -283,7 +252,4 @@ def export_onnx(
             raise VerificationError(
                 f"verification failed (rtol {tolerance.rtol:g}, atol {tolerance.atol:g}): {worst}", report
             )
-        os.replace(temporary, out)
-        return report
-    finally:
-        temporary.unlink(missing_ok=True)  # gone already after a successful rename
+    return report

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from archspec.errors import Problem, SpecError
-from archspec.format.memory import BYTES_PER_VALUE, format_bytes, forward_activation_bytes
+from archspec.format.memory import BYTES_PER_VALUE, forward_activation_bytes
+from archspec.format.sizes import format_bytes
 from archspec.format.schema import Spec
 from archspec.format.shapes import StaticPass, static_pass
 
@@ -32,6 +33,7 @@ def check_resources(
     batch_size: int = 1,
     max_params: int = DEFAULT_MAX_PARAMS,
     max_memory: int | None = None,
+    check_memory: bool = True,
     result: StaticPass | None = None,
 ) -> None:
     """Refuse ``spec`` if it has too many parameters or its forward pass needs too much memory.
@@ -42,6 +44,8 @@ def check_resources(
         max_params: most parameters allowed.
         max_memory: most bytes the parameters and the forward pass's stored activations
             may take; ``None`` means this machine's physical memory.
+        check_memory: check the memory limit too (``validate`` checks parameters only:
+            the spec may be meant for a larger machine).
         result: the spec's static pass, if already computed.
 
     Raises:
@@ -58,9 +62,9 @@ def check_resources(
             )
         )
     limit = machine_memory() if max_memory is None else max_memory
-    if limit is not None:
+    if check_memory and limit is not None:
         weights = result.params * BYTES_PER_VALUE
-        activations = forward_activation_bytes(spec, batch_size)
+        activations = forward_activation_bytes(result, batch_size)
         if weights + activations > limit:
             where = "this machine's memory" if max_memory is None else "the limit"
             problems.append(

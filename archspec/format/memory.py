@@ -6,7 +6,8 @@ Three kinds of memory, all float32 (4 bytes a value):
   (none for plain SGD, one momentum buffer for SGD with momentum, two moments for Adam).
   These do not depend on the batch size.
 * **Stored activations**: the tensors autograd keeps from the forward pass for the
-  backward pass, per sample. They are counted op by op, as PyTorch saves them:
+  backward pass, per sample. They are counted op by op, as PyTorch saves them, by each
+  part's own rule (``stored_activations`` in its home under ``parts/``):
 
   - BatchNorm saves its input; ReLU (in place) saves its output, which is the tensor the
     following convolution or linear map saves as its input; so a Norm-ReLU-Conv stage
@@ -43,18 +44,13 @@ measured peak. This module never imports torch.
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Literal
 
-from archspec.errors import Problem, SpecError
-from archspec.format.schema import ConvStem, DenseBlock, MLPStem, Part, Spec, Transition
-from archspec.format.shapes import Shape, StaticPass, static_pass
+from archspec.format.schema import Spec
+from archspec.format.shapes import StaticPass, static_pass
 
 BYTES_PER_VALUE = 4  # float32 parameters and activations
-_INDEX_VALUES = 2  # an int64 max-pool index takes the room of two float32 values
-_MASK_VALUES = 1  # dropout keeps a float32 mask on CPU (one byte on CUDA; counted as four)
 
 Optimizer = Literal["sgd", "momentum", "adam"]
 OPTIMIZER_STATE = {"sgd": 0, "momentum": 1, "adam": 2}
@@ -76,122 +72,26 @@ class StageActivations:
     """Values the backward pass through this part holds at once besides the stored ones."""
 
 
-def _spatial(shape: Shape) -> int:
-    """Positions per channel: ``H × W`` for images, 1 for feature vectors."""
-    return math.prod(shape[1:])
-
-
-def _values(shape: Shape) -> int:
-    return shape[0] * _spatial(shape)
-
-
-def _stem(spec: Spec, before: Shape, after: Shape) -> int:
-    stem = spec.stem
-    if not isinstance(stem, ConvStem):
-        # Each Linear saves its input; each in-place ReLU saves its output (the next input).
-        return before[0] + sum(stem.hidden[:-1]) + (after[0] if stem.activation == "relu" else 0)
-    positions = _spatial(after)
-    if stem.pool == "max":
-        # The convolution's output is larger than the stem's: size it before pooling.
-        height, width = (
-            (size + 2 * stem.padding - stem.kernel_size) // stem.stride + 1 for size in before[1:]
-        )
-        positions = height * width
-    conv_out = stem.out_channels * positions
-    stored = _values(before)  # the convolution saves the input batch
-    stored += conv_out if stem.norm == "batch_norm" else 0  # BatchNorm saves its input
-    if stem.pool == "max":
-        stored += conv_out + _INDEX_VALUES * _values(after)  # pool input and indices
-    elif stem.activation == "relu":
-        stored += conv_out
-    return stored
-
-
-def _saves_output(part: Part) -> bool:
-    """Whether a part's output is already saved by its own last op (an in-place ReLU saves
-    its output), so that a memory-efficient block keeping it as an input adds nothing."""
-    if isinstance(part, MLPStem):
-        return part.activation == "relu"
-    if isinstance(part, (ConvStem, Transition)):
-        last_activation = part.activation if isinstance(part, ConvStem) else part.post_activation
-        return part.pool == "none" and last_activation == "relu"
-    return False
-
-
-def _dense_block(
-    block: DenseBlock, before: Shape, memory_efficient: bool, *, shared_input: bool
-) -> tuple[int, int]:
-    positions = _spatial(before)
-    growth = block.growth_rate
-    widths = [before[0] + index * growth for index in range(block.num_layers)]
-    out_width = before[0] + block.num_layers * growth
-    bottleneck = 0 if block.bn_size is None else block.bn_size * growth
-    mask = _MASK_VALUES * growth if block.drop_rate > 0 else 0
-
-    def layer(width: int) -> int:
-        return 2 * width + 2 * bottleneck + mask  # cat, its norm; bottleneck, its norm
-
-    # The block's output concatenation is saved by the norm that reads it next.
-    output = out_width * positions
-    working = 2 * output
-    if memory_efficient:
-        kept = out_width - growth - (before[0] if shared_input else 0)
-        stored = kept * positions  # every layer's inputs, kept once
-        working += layer(widths[-1]) * positions  # the layer being recomputed
-    else:
-        stored = sum(layer(width) for width in widths) * positions
-    return stored + output, working
-
-
-def _transition(part: Transition, before: Shape, after: Shape) -> int:
-    positions = _spatial(before)
-    stored = 0
-    if part.norm == "batch_norm":
-        stored += before[0] * positions  # normalised copy (ReLU'd in place), read by the projection
-    if part.pool != "none" or part.post_activation == "relu":
-        stored += after[0] * positions  # projection output, saved by the pool or the ReLU
-    if part.pool == "max":
-        stored += _INDEX_VALUES * _values(after)
-    return stored
-
-
-def _head(spec: Spec, before: Shape) -> int:
-    relu = _values(before) if spec.head.activation == "relu" else 0  # not in place: a new tensor
-    if len(before) == 1:
-        return relu  # the linear map reads the ReLU's output
-    return relu + before[0]  # pooled features, saved by the linear map
-
-
-def stage_activations(spec: Spec, *, memory_efficient: bool | None = None) -> tuple[StageActivations, ...]:
-    """Per-sample activation values of every part of ``spec``.
+def stage_activations(
+    result: StaticPass, *, memory_efficient: bool | None = None
+) -> tuple[StageActivations, ...]:
+    """Per-sample activation values of every stage, each counted by its part's own rule.
 
     Args:
-        spec: a validated spec.
+        result: a spec's static pass.
         memory_efficient: count every dense block as memory-efficient (``True``) or
             naive (``False``); ``None`` follows each block's own ``memory_efficient``.
 
     Returns:
-        One entry per stage of the static pass, stem to head.
+        One entry per stage, stem to head.
     """
-    result = static_pass(spec)
-    shapes = [result.input_shape, *(stage.out_shape for stage in result.stages)]
     entries = []
-    for index, stage in enumerate(result.stages):
-        before, after = shapes[index], shapes[index + 1]
-        working = 0
-        if stage.path == "stem":
-            stored = _stem(spec, before, after)
-        elif stage.path == "head":
-            stored = _head(spec, before)
-        else:
-            part = spec.body[index - 1]
-            if isinstance(part, DenseBlock):
-                mode = part.memory_efficient if memory_efficient is None else memory_efficient
-                previous = spec.stem if index == 1 else spec.body[index - 2]
-                stored, working = _dense_block(part, before, mode, shared_input=_saves_output(previous))
-            else:
-                stored = _transition(part, before, after)
+    previous = None
+    for stage in result.stages:
+        shared_input = previous is not None and previous.part.saves_output()
+        stored, working = stage.part.stored_activations(stage, memory_efficient, shared_input)
         entries.append(StageActivations(stage.path, stored, working))
+        previous = stage
     return tuple(entries)
 
 
@@ -257,9 +157,10 @@ def estimate(
     Returns:
         The estimate; ``total(batch_size)`` and ``largest_batch(budget)`` answer questions.
     """
-    stages = stage_activations(spec, memory_efficient=mode == "memory_efficient")
+    result = result or static_pass(spec)
+    stages = stage_activations(result, memory_efficient=mode == "memory_efficient")
     stored = sum(s.stored for s in stages)
-    params = (result or static_pass(spec)).params
+    params = result.params
     return MemoryEstimate(
         params=params,
         optimizer=optimizer,
@@ -280,39 +181,6 @@ def _peak(stages: tuple[StageActivations, ...]) -> int:
     return peak
 
 
-def forward_activation_bytes(spec: Spec, batch_size: int) -> int:
+def forward_activation_bytes(result: StaticPass, batch_size: int) -> int:
     """Bytes the forward pass keeps for backward at ``batch_size``, in the spec's own modes."""
-    return batch_size * BYTES_PER_VALUE * sum(s.stored for s in stage_activations(spec))
-
-
-_UNITS = {
-    "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
-def parse_bytes(text: str, *, option: str) -> int:
-    """``4GiB`` → 4294967296; ``option`` (``--memory``) names the flag in the error.
-
-    Raises:
-        SpecError: the text is not a positive number with an optional unit
-            (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
-    """
-    match = _SIZE.match(text)
-    unit = match.group(2).lower() if match else ""
-    if not match or (unit and unit not in _UNITS) or float(match.group(1)) <= 0:
-        raise SpecError(
-            Problem(f"expected a memory size such as 4GiB or 512MiB, got {text!r}", path=option)
-        )
-    return int(float(match.group(1)) * _UNITS[unit or "b"])
-
-
-def format_bytes(size: float) -> str:
-    """``1320702443`` → ``1.23 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024:
-            return f"{size:.0f} B" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
-    return f"{size:.2f} TiB"
+    return batch_size * BYTES_PER_VALUE * sum(s.stored for s in stage_activations(result))

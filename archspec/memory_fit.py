@@ -1,8 +1,8 @@
 """Will it fit? Training-memory estimates per mode, the largest batch for a budget, and
 a measurement of one real training step to check them against.
 
-The estimate is torch-free (``archspec/format/memory.py``). The measurement runs in a
-fresh Python process (``python -m archspec.fit``, a JSON request on stdin and a JSON
+The estimate is torch-free (``archspec/format/memory.py``, each part's rule in its home). The measurement runs in a
+fresh Python process (``python -m archspec.memory_fit``, a JSON request on stdin and a JSON
 answer on stdout) so that nothing this process has allocated counts:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` over the measured step.
@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from archspec.errors import Problem, SpecError
+from archspec.errors import RunError
 from archspec.format.guard import check_resources
 from archspec.format.memory import MODES, MemoryEstimate, Mode, Optimizer, estimate
 from archspec.format.schema import Spec
@@ -94,20 +94,20 @@ def measure(
         The device and the peak bytes.
 
     Raises:
-        SpecError: the step would not fit this machine (resource guard), or it failed
-            (a batch BatchNorm refuses…).
+        SpecError: the step would not fit this machine (resource guard).
+        RunError: the step failed (a batch BatchNorm refuses…).
     """
     check_resources(spec, batch_size=batch_size)
-    document = spec.model_dump(mode="json")
+    document = spec.model_dump(mode="json", exclude_unset=True)
+    document.setdefault("defaults", {})["memory_efficient"] = mode == "memory_efficient"
     for part in document["body"]:
-        if part["type"] == "dense_block":
-            part["memory_efficient"] = mode == "memory_efficient"
+        part.pop("memory_efficient", None)  # every block inherits the mode measured
     request = {"spec": document, "batch_size": batch_size, "optimizer": optimizer}
     env = dict(os.environ)
     if not malloc_default:
         env["MALLOC_MMAP_THRESHOLD_"] = _MMAP_THRESHOLD
     done = subprocess.run(
-        [sys.executable, "-m", "archspec.fit"],
+        [sys.executable, "-m", "archspec.memory_fit"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -116,7 +116,7 @@ def measure(
     )
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise SpecError(Problem(f"the measured training step failed: {lines[-1]}", path=mode))
+        raise RunError(f"the measured training step ({mode}) failed: {lines[-1]}")
     answer = json.loads(done.stdout)
     return Measurement(answer["device"], answer["peak"])
 
@@ -141,12 +141,10 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
 
     from archspec.builder import build_module
     from archspec.format.load import load_spec
-    from archspec.format.schema import ClassifierHead
 
-    spec = load_spec(request["spec"])
-    result = static_pass(spec)
+    result = static_pass(load_spec(request["spec"]))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_module(spec).to(device).train()
+    model = build_module(result).to(device).train()
     parameters = list(model.parameters())
     optimizer = {
         "sgd": lambda: torch.optim.SGD(parameters, lr=0.01),
@@ -158,7 +156,7 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
     def step(batch: int) -> None:
         x = torch.randn(batch, *result.input_shape, device=device)
         out = model(x)  # (N, classes) or (N, targets)
-        if isinstance(spec.head, ClassifierHead):
+        if result.stages[-1].part.loss == "cross_entropy":
             loss = F.cross_entropy(out, torch.randint(0, classes, (batch,), device=device))
         else:
             loss = F.mse_loss(out, torch.randn_like(out))

@@ -10,8 +10,6 @@ no torch).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib import rc_context
@@ -19,44 +17,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
+from archspec.atomic import atomic_output, check_destination
 from archspec.errors import Problem, SpecError
-from archspec.format.schema import ConvStem, DenseBlock, ImageInput, Spec, Transition
+from archspec.format.schema import Spec
 from archspec.format.shapes import StaticPass, Stage, static_pass
 
 FORMATS = {".svg": "svg", ".png": "png"}
 _BOX_INCHES = 1.75  # width per part: keeps DenseNet-201's nine boxes legible
 _SKETCH_NODES = 5  # dense layers drawn inside a block's box; more are elided
-_COLOURS = {
-    "conv_stem": "#d8e2f0", "mlp_stem": "#d8e2f0", "dense_block": "#f6dfc4",
-    "transition": "#d9ead3", "classifier": "#e6d8ef", "regressor": "#e6d8ef",
-}
 
 
 def _dims(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape)
-
-
-def _titles(spec: Spec) -> list[tuple[str, str]]:
-    """(title, detail) of every part, stem to head."""
-    stem = spec.stem
-    if isinstance(stem, ConvStem):
-        pool = ", max pool" if stem.pool == "max" else ""
-        titles = [("stem", f"conv {stem.kernel_size}×{stem.kernel_size}/{stem.stride}{pool}")]
-    else:
-        titles = [("stem", "linear " + "-".join(str(w) for w in stem.hidden))]
-    blocks = transitions = 0
-    for part in spec.body:
-        if isinstance(part, DenseBlock):
-            blocks += 1
-            titles.append((f"dense block {blocks}", f"{part.num_layers} × {part.growth_rate}"))
-        else:
-            transitions += 1
-            width = f"→ {part.out_channels}" if part.out_channels else f"×{part.compression or 0.5:g}"
-            pool = f", {part.pool} pool" if part.pool != "none" else ""
-            titles.append((f"transition {transitions}", width + pool))
-    head = spec.head
-    detail = f"{head.num_classes} classes" if head.type == "classifier" else f"{head.out_features} out"
-    return [*titles, (head.type, detail)]
 
 
 def _sketch(axes, left: float, right: float, num_layers: int) -> None:
@@ -75,21 +47,22 @@ def _sketch(axes, left: float, right: float, num_layers: int) -> None:
         axes.text(right - step * 0.35, 0.5, "…", ha="center", va="center", fontsize=9)
 
 
-def _parts_panel(axes, spec: Spec, stages: tuple[Stage, ...]) -> None:
+def _parts_panel(axes, stages: tuple[Stage, ...]) -> None:
     axes.set_xlim(0, len(stages))
     axes.set_ylim(0, 1)
     axes.axis("off")
-    for index, (stage, (title, detail)) in enumerate(zip(stages, _titles(spec))):
+    for index, stage in enumerate(stages):
+        box = stage.part.box(stage)
         left, right = index + 0.08, index + 0.92
         axes.add_patch(FancyBboxPatch(
             (left, 0.04), right - left, 0.92, boxstyle="round,pad=0,rounding_size=0.06",
-            facecolor=_COLOURS[stage.kind], edgecolor="#555555", linewidth=0.8,
+            facecolor=box.colour, edgecolor="#555555", linewidth=0.8,
         ))
         centre = index + 0.5
-        axes.text(centre, 0.88, title, ha="center", va="center", fontsize=9, weight="bold")
-        axes.text(centre, 0.77, detail, ha="center", va="center", fontsize=8.5)
-        if stage.kind == "dense_block":
-            _sketch(axes, left, right, spec.body[index - 1].num_layers)
+        axes.text(centre, 0.88, box.title, ha="center", va="center", fontsize=9, weight="bold")
+        axes.text(centre, 0.77, box.detail, ha="center", va="center", fontsize=8.5)
+        if box.sketch_layers:
+            _sketch(axes, left, right, box.sketch_layers)
         axes.text(centre, 0.2, _dims(stage.out_shape), ha="center", va="center", fontsize=8.5)
         axes.text(centre, 0.1, f"{stage.params:,} params", ha="center", va="center", fontsize=8)
         if index:
@@ -99,25 +72,24 @@ def _parts_panel(axes, spec: Spec, stages: tuple[Stage, ...]) -> None:
             ))
 
 
-def _channel_panel(axes, spec: Spec, result: StaticPass) -> None:
-    """Channels after the stem and after every dense layer and transition."""
-    depth, widths = [0], [result.stages[0].out_shape[0]]
+def _channel_panel(axes, result: StaticPass) -> None:
+    """Channels after the stem and after every dense layer and transition; blocks shaded."""
+    depth: list[int] = []
+    widths: list[int] = []
     blocks = 0
-    for index, part in enumerate(spec.body):
-        start = depth[-1]
-        if isinstance(part, DenseBlock):
-            for _ in range(part.num_layers):
-                depth.append(depth[-1] + 1)
-                widths.append(widths[-1] + part.growth_rate)
-            axes.axvspan(start, depth[-1], color=_COLOURS["dense_block"], alpha=0.6, linewidth=0)
+    for stage in result.stages:
+        steps = stage.part.depth_widths(stage)
+        start = depth[-1] if depth else 0
+        depth += [start + index + (1 if depth else 0) for index in range(len(steps))]
+        widths += steps
+        box = stage.part.box(stage)
+        if box.sketch_layers:
             blocks += 1
+            axes.axvspan(start, depth[-1], color=box.colour, alpha=0.6, linewidth=0)
             axes.text((start + depth[-1]) / 2, 0.97, f"block {blocks}", transform=axes.get_xaxis_transform(),
                       ha="center", va="top", fontsize=8, color="#8a5a2b")
-        else:
-            depth.append(depth[-1] + 1)
-            widths.append(result.stages[index + 1].out_shape[0])
     axes.plot(depth, widths, color="#8a5a2b", linewidth=1.4, marker="o", markersize=2.5)
-    unit = "channels" if isinstance(spec.input, ImageInput) else "features"
+    unit = "channels" if len(result.input_shape) > 1 else "features"
     axes.set_xlabel("depth (stem, then one step per dense layer or transition)", fontsize=9)
     axes.set_ylabel(unit, fontsize=9)
     axes.set_title(f"{unit} through depth", fontsize=10)
@@ -136,8 +108,8 @@ def render(spec: Spec, result: StaticPass | None = None) -> Figure:
     parts, channels = figure.subplots(2, 1, height_ratios=(1.25, 1))
     figure.suptitle(f"{spec.name}: {result.params:,} parameters, input {_dims(result.input_shape)}",
                     fontsize=11)
-    _parts_panel(parts, spec, result.stages)
-    _channel_panel(channels, spec, result)
+    _parts_panel(parts, result.stages)
+    _channel_panel(channels, result)
     return figure
 
 
@@ -150,28 +122,13 @@ def write_diagram(spec: Spec, path: str | Path) -> Path:
     target = Path(path)
     kind = FORMATS.get(target.suffix.lower())
     if kind is None:
-        raise SpecError(Problem(f"output must end in .svg or .png, got {str(target)!r}", path="output"))
+        raise SpecError(Problem(f"must end in .svg or .png, got {str(target)!r}", option="--output"))
+    check_destination(target)
     figure = render(spec)
     # Text stays text in SVG, so the labels can be searched and read by tests.
     settings = {"svg.fonttype": "none", "svg.hashsalt": spec.name}
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
-    except OSError as error:
-        raise SpecError(Problem(f"cannot write {str(target)!r}: {error.strerror}", path="output")) from None
-    try:
-        with handle, rc_context(settings):
-            figure.savefig(handle, format=kind, dpi=150, metadata=_metadata(kind))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)  # what a plain open() would have given
-        os.replace(handle.name, target)
-    except OSError as error:
-        raise SpecError(Problem(f"cannot write {str(target)!r}: {error.strerror}", path="output")) from None
-    finally:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
+    with atomic_output(target) as temporary, rc_context(settings):
+        figure.savefig(temporary, format=kind, dpi=150, metadata=_metadata(kind))
     return target
 
 

@@ -1,0 +1,53 @@
+"""Every kind of part, one home each, and the registry that names them by tag.
+
+Adding a kind of part: write its home here (schema, shape and parameter rule,
+memory rule, diagram box), add it to its role below, register its torch factory
+in ``archspec/builder.py``. ``tests/test_parts.py`` fails for a tag that lacks a facet.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+from archspec.format.parts.base import InputPart, Part, StagePart
+from archspec.format.parts.conv_stem import ConvStem
+from archspec.format.parts.dense_block import Defaults, DenseBlock
+from archspec.format.parts.heads import ClassifierHead, RegressorHead
+from archspec.format.parts.inputs import ImageInput, TabularInput
+from archspec.format.parts.mlp_stem import MLPStem
+from archspec.format.parts.transition import Transition
+
+ROLES: dict[str, tuple[type[Part], ...]] = {
+    "input": (ImageInput, TabularInput),
+    "stem": (ConvStem, MLPStem),
+    "body": (DenseBlock, Transition),
+    "head": (ClassifierHead, RegressorHead),
+}
+"""The kinds of part each field of a spec may hold, in the order a spec is read."""
+
+
+def tag(kind: type[Part]) -> str:
+    """The ``type`` tag a kind of part is written with."""
+    return kind.model_fields["type"].annotation.__args__[0]
+
+
+PARTS: dict[str, type[Part]] = {tag(kind): kind for kinds in ROLES.values() for kind in kinds}
+"""Every kind of part by tag."""
+
+
+def _union(kinds: tuple[type[Part], ...]) -> object:
+    return Annotated[Union[kinds], Field(discriminator="type")]
+
+
+Input = _union(ROLES["input"])
+Stem = _union(ROLES["stem"])
+BodyPart = _union(ROLES["body"])
+Head = _union(ROLES["head"])
+
+__all__ = [
+    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "Defaults", "DenseBlock", "Head", "ImageInput",
+    "Input", "InputPart", "MLPStem", "Part", "RegressorHead", "Stem", "StagePart", "TabularInput", "Transition",
+    "tag",
+]

@@ -1,0 +1,149 @@
+"""What every kind of part answers, and the arithmetic the homes share.
+
+A kind of part is one pydantic class in its own module under ``parts/``: its
+fields (the schema), and the facets every later layer asks of it through the
+static pass's stages — its shape and parameter rule, its training-memory rule,
+its diagram style. Its section of the spec reference is generated from its
+docstrings. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from archspec.errors import Problem, SpecError
+
+if TYPE_CHECKING:
+    from archspec.format.shapes import Stage
+
+# Shape of one sample: (channels, height, width) for images, (features,) for tables.
+Shape = tuple[int, ...]
+
+INDEX_VALUES = 2  # an int64 max-pool index takes the room of two float32 values
+
+
+class Part(BaseModel):
+    """Base of every spec part: unknown keys are refused, values are immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,
+        strict=True,  # YAML and JSON values are already typed: "6" is not a count
+    )
+
+
+@dataclass(frozen=True)
+class Box:
+    """How the diagram draws one part."""
+
+    title: str
+    detail: str
+    colour: str
+    sketch_layers: int = 0
+    """Dense layers to sketch inside the box (0: none)."""
+
+
+class InputPart(Part):
+    """Facets of an input: the shape of one sample and the layer kind it needs downstream."""
+
+    FACETS: ClassVar[tuple[str, ...]] = ("sample_shape",)
+    """Methods every kind in this role defines itself (the facet test checks them)."""
+    layer: ClassVar[str]
+    """Layer kind (``conv`` or ``linear``) every body part after the stem must use."""
+
+    def sample_shape(self) -> Shape:
+        """Shape of one input sample."""
+        raise NotImplementedError
+
+
+class StagePart(Part):
+    """Facets of a stem, body part or head: the static pass, the memory model and the diagram."""
+
+    FACETS: ClassVar[tuple[str, ...]] = ("infer", "stored_activations", "box", "depth_widths")
+    inputs: ClassVar[frozenset[str]]
+    """Input tags this part can follow."""
+    dense: ClassVar[bool] = False
+    """Whether this is a dense block (a body needs at least one)."""
+
+    def resolved(self, defaults: BaseModel) -> StagePart:
+        """This part with nothing left to inherit; only dense blocks inherit (``defaults``)."""
+        return self
+
+    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+        """Output shape of one sample and trainable parameters.
+
+        Raises:
+            SpecError: the part cannot take ``in_shape`` (its problem's path is ``path``).
+        """
+        raise NotImplementedError
+
+    def stored_activations(
+        self, stage: Stage, memory_efficient: bool | None, shared_input: bool
+    ) -> tuple[int, int]:
+        """Values per sample this part saves for backward, and those its backward holds on top.
+
+        ``memory_efficient``: count a dense block in that mode (``None``: its own setting).
+        ``shared_input``: the part before already saves this part's input.
+        """
+        raise NotImplementedError
+
+    def saves_output(self) -> bool:
+        """Whether this part's last op already saves its output (an in-place ReLU does)."""
+        return False
+
+    def box(self, stage: Stage) -> Box:
+        """The diagram's box for this part."""
+        raise NotImplementedError
+
+    def depth_widths(self, stage: Stage) -> list[int]:
+        """Channels after each step of depth this part adds to the diagram's channel plot."""
+        raise NotImplementedError
+
+
+# ---- arithmetic shared by the homes -------------------------------------------------
+
+
+def norm_params(width: int, norm: str) -> int:
+    """Affine parameters of a norm over ``width`` channels (BatchNorm: a weight and a bias each)."""
+    return 2 * width if norm == "batch_norm" else 0
+
+
+def linear_params(fan_in: int, fan_out: int, bias: bool, kernel: int = 1) -> int:
+    """Parameters of a Linear map or a square ``kernel``×``kernel`` convolution."""
+    return fan_in * fan_out * kernel * kernel + (fan_out if bias else 0)
+
+
+def window(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution or pooling window along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def positions(shape: Shape) -> int:
+    """Positions per channel: ``H × W`` for images, 1 for feature vectors."""
+    count = 1
+    for size in shape[1:]:
+        count *= size
+    return count
+
+
+def values(shape: Shape) -> int:
+    """Values of one sample of ``shape``."""
+    return shape[0] * positions(shape)
+
+
+def spatial(path: str, before: Shape, after: Shape) -> Shape:
+    """``after``, or the problem at ``path`` if a spatial size fell below 1."""
+    if any(size < 1 for size in after[1:]):
+        raise SpecError(
+            Problem(
+                f"spatial size falls below 1×1 here ({'×'.join(map(str, before[1:]))} in, "
+                f"{'×'.join(map(str, after[1:]))} out); use a larger input or fewer downsampling parts",
+                path=path,
+            )
+        )
+    return after
