@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,24 +27,40 @@ class CaseResult:
     name: str
     """``batch 1``, ``batch 4``, ``batch 4 at 168×140``."""
     input_shape: tuple[int, ...]
-    max_abs_error: float
-    max_rel_error: float
+    output_shape: tuple[int, ...]
+    """What onnxruntime returned; a case fails when it differs from ``expected_shape``, whatever the values."""
+    expected_shape: tuple[int, ...]
+    """What PyTorch returned."""
+    max_abs_error: float | None
+    """Largest ``|onnx - torch|`` over the elements finite in both; ``None`` when the shapes differ or none is."""
+    max_rel_error: float | None
     """Largest ``|onnx - torch| / |torch|``; large where PyTorch's output is near zero, where atol governs."""
     outside_tolerance: int
-    """How many output elements break the tolerance."""
+    """How many output elements break the tolerance: NaN and infinities always do, all when the shapes differ."""
+    non_finite: int
+    """How many output elements are NaN or infinite in either output."""
     elements: int
+    """Elements of PyTorch's output."""
 
     @property
     def passed(self) -> bool:
-        return self.outside_tolerance == 0
+        return self.outside_tolerance == 0 and tuple(self.output_shape) == tuple(self.expected_shape)
 
     def describe(self) -> str:
         """One line: the case and its errors."""
+        case = f"{self.name} {tuple(self.input_shape)}"
+        if tuple(self.output_shape) != tuple(self.expected_shape):
+            return (f"{case}: output shape {tuple(self.output_shape)}, PyTorch's {tuple(self.expected_shape)} "
+                    f"(shapes differ)")
         verdict = "ok" if self.passed else f"{self.outside_tolerance} of {self.elements} outputs outside tolerance"
-        return (
-            f"{self.name} {tuple(self.input_shape)}: max abs error {self.max_abs_error:.3g}, "
-            f"max rel error {self.max_rel_error:.3g} ({verdict})"
-        )
+        if self.non_finite:
+            verdict += f", {self.non_finite} not finite"
+        return (f"{case}: max abs error {_number(self.max_abs_error)}, "
+                f"max rel error {_number(self.max_rel_error)} ({verdict})")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -76,11 +93,16 @@ class VerifyReport:
             "provider": self.providers[0] if self.providers else None,
             "rtol": self.tolerance.rtol,
             "atol": self.tolerance.atol,
-            "max_abs_error": max((case.max_abs_error for case in self.cases), default=None),
-            "max_rel_error": max((case.max_rel_error for case in self.cases), default=None),
+            "max_abs_error": _largest(case.max_abs_error for case in self.cases),
+            "max_rel_error": _largest(case.max_rel_error for case in self.cases),
             "cases": [case.name for case in self.cases],
             "error": self.error,
         }
+
+
+def _largest(values: Iterable[float | None]) -> float | None:
+    """The largest of the errors that could be measured."""
+    return max((value for value in values if value is not None), default=None)
 
 
 @dataclass(frozen=True)

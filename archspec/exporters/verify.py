@@ -104,19 +104,35 @@ class Case:
 
 def compare(name: str, shape: tuple[int, ...], actual: np.ndarray, expected: np.ndarray,
             tolerance: Tolerance) -> CaseResult:
-    """Errors of ``actual`` against ``expected`` under ``tolerance``."""
-    difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    magnitude = np.abs(expected.astype(np.float64))
-    bound = tolerance.atol + tolerance.rtol * magnitude
-    relative = difference / np.maximum(magnitude, np.finfo(np.float32).tiny)
-    # NaN anywhere counts as outside tolerance: `difference <= bound` is False for NaN.
+    """Errors of ``actual`` against ``expected`` under ``tolerance``.
+
+    The shapes must be equal: numpy would broadcast a ``(10,)`` output against a
+    ``(2, 10)`` one and find them close. NaN or an infinity in either output breaks the
+    tolerance, even where both hold the same one: such a network computes nothing useful.
+    """
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return CaseResult(name=name, input_shape=shape, output_shape=actual.shape, expected_shape=expected.shape,
+                          max_abs_error=None, max_rel_error=None, outside_tolerance=expected.size,
+                          non_finite=0, elements=expected.size)
+    finite = np.isfinite(actual) & np.isfinite(expected)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, and outside tolerance below
+        difference = np.abs(actual - expected)
+        magnitude = np.abs(expected)
+        within = finite & (difference <= tolerance.atol + tolerance.rtol * magnitude)
+        relative = difference / np.maximum(magnitude, np.finfo(np.float32).tiny)
+    measured = finite.any()
     return CaseResult(
         name=name,
         input_shape=shape,
-        max_abs_error=float(np.max(difference)) if difference.size else 0.0,
-        max_rel_error=float(np.max(relative)) if relative.size else 0.0,
-        outside_tolerance=int(np.sum(~(difference <= bound))),
-        elements=int(difference.size),
+        output_shape=actual.shape,
+        expected_shape=expected.shape,
+        max_abs_error=float(np.max(difference[finite])) if measured else None,
+        max_rel_error=float(np.max(relative[finite])) if measured else None,
+        outside_tolerance=int(np.sum(~within)),
+        non_finite=int(np.sum(~finite)),
+        elements=int(expected.size),
     )
 
 
