@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from archspec.cli import main
 from archspec.exporters import onnx as onnx_exporter
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state
+from tests.refused_open import refuse_open
 
 pytestmark = pytest.mark.onnx
 
@@ -123,6 +125,24 @@ def test_corrupted_export_fails_verification_and_leaves_nothing(tutorial, tmp_pa
     ), result.output
 
 
+def test_nan_output_fails_verification(tutorial, tmp_path, exported_as):
+    model = onnx.load(str(tutorial[1] / "tutorial.onnx"))
+    (weight,) = [t for t in model.graph.initializer if t.name == "classifier.weight"]
+    values = numpy_helper.to_array(weight).copy()
+    values[3, 0] = float("nan")  # logit 3 of every sample becomes NaN
+    weight.CopyFrom(numpy_helper.from_array(values, "classifier.weight"))
+    exported_as(model)
+    out = tmp_path / "nan.onnx"
+    result = _export(TUTORIAL, "--weights", str(tutorial[1] / "w.pt"), "--onnx", str(out),
+                     "--report", str(tmp_path / "r.json"), "--provider", "cpu", "--batch-size", "2")
+    assert result.exit_code == 1, result.output
+    assert _listing(tmp_path) == ["r.json"]
+    cases = json.loads((tmp_path / "r.json").read_text())["verification"]["cases"]
+    assert [(c["outside_tolerance"], c["non_finite"], c["elements"]) for c in cases] == [(1, 1, 10), (2, 2, 20), (2, 2, 20)]
+    assert all(c["max_abs_error"] < 1e-5 for c in cases)  # the other logits are right
+    assert "(1 of 10 outputs outside tolerance, 1 not finite)" in result.output
+
+
 def test_checker_rejection_exits_1_and_leaves_nothing(tutorial, tmp_path, exported_as, monkeypatch):
     def reject(*_args, **_kwargs):
         raise onnx.checker.ValidationError("simulated checker failure\nsecond line")
@@ -201,17 +221,17 @@ def test_output_directory_missing(tmp_path):
     )
 
 
-def test_output_directory_unwritable(tmp_path):
-    if os.geteuid() == 0:  # root writes through file modes; sysfs refuses new files even to root
-        folder = Path("/sys")
-    else:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS], ids=["EACCES", "EROFS"])
+def test_output_directory_unwritable(tmp_path, monkeypatch, code):
+    # The system refuses to create files in the folder: no write permission (EACCES), or a
+    # read-only file system (EROFS), whoever runs the test; file modes would not stop root.
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    refuse_open(monkeypatch, lambda path: path.parent == folder, code)
     out = folder / "x.onnx"
     result = _export(TUTORIAL, "--onnx", str(out), "--provider", "cpu")
-    assert (result.exit_code, result.output) == (2, f"{out}: cannot write to '{folder}': Permission denied\n")
-    assert not out.exists()
+    assert (result.exit_code, result.output) == (2, f"{out}: cannot write to '{folder}': {os.strerror(code)}\n")
+    assert _listing(folder) == []
 
 
 def test_bad_weights_exit_2_with_diff(tutorial, tmp_path):

@@ -6,6 +6,7 @@ The expected first error line of each file is in tests/hostile/expected.tsv
 
 from __future__ import annotations
 
+import errno
 import re
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import archspec
 from archspec.cli import main
 from archspec.format.yaml_source import MAX_BYTES
 from tests.conftest import ROOT, run_cli
+from tests.refused_open import refuse_open
 
 HOSTILE = ROOT / "tests" / "hostile"
 EXPECTED = dict(
@@ -85,15 +87,13 @@ def test_directory_and_missing_file(tmp_path: Path) -> None:
     assert str(caught.value) == f"{tmp_path / 'none.yaml'}: cannot read spec: No such file or directory"
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The system refuses the read (EACCES), as it does a mode-0 file to anyone but root.
     secret = tmp_path / "secret.yaml"
     secret.write_text("archspec: 1\n", encoding="utf-8")
-    secret.chmod(0)
-    try:
-        with secret.open("rb"):  # root reads anything: nothing to prove then
-            pytest.skip("running as a user who can read mode-0 files")
-    except PermissionError:
-        pass
+    refuse_open(monkeypatch, lambda path: path == secret, errno.EACCES)
     with pytest.raises(archspec.SpecError) as caught:
         archspec.load_spec(secret)
     assert str(caught.value) == f"{secret}: cannot read spec: Permission denied"
+    result = CliRunner().invoke(main, ["validate", str(secret)])
+    assert (result.exit_code, result.stderr) == (2, f"{secret}: cannot read spec: Permission denied\n")
