@@ -1,4 +1,6 @@
-"""Torch modules of a DenseNet: dense layer and block, transition, stems.
+"""Torch modules of a DenseNet: norms and activations, dense layer and block, transition,
+stems, blur pooling. Signals, images and volumes (``dims`` 1, 2, 3) and feature vectors
+(``dims`` 0) share every module.
 
 Module names follow torchvision's ``models/densenet.py`` (``norm1``, ``conv1``,
 ``denselayer1``…) because pretrained weights are keyed by them. Factories take
@@ -9,21 +11,117 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
+from dataclasses import dataclass
+from math import comb
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from torch import Tensor, nn
 
-def batch_norm(width: int, *, conv: bool) -> nn.Module:
-    """BatchNorm over ``width`` channels (2d) or features (1d)."""
-    return nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_INSTANCE_NORM = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+_MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_AVG_POOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
-def _project(in_width: int, out_width: int, *, conv: bool, kernel: int, bias: bool) -> nn.Module:
-    if conv:
-        return nn.Conv2d(in_width, out_width, kernel, padding=kernel // 2, bias=bias)
-    return nn.Linear(in_width, out_width, bias=bias)
+@dataclass(frozen=True)
+class NormAct:
+    """Which norm and activation stand before a projection, as plain values."""
+
+    norm: str
+    """``batch_norm``, ``group_norm``, ``instance_norm``, ``layer_norm`` or ``none``."""
+    activation: str
+    """``relu``, ``relu6``, ``leaky_relu``, ``elu``, ``gelu``, ``silu`` or ``none``."""
+    groups: int = 0
+    """Channel groups of a group norm."""
+    negative_slope: float = 0.0
+    """Slope of a leaky ReLU."""
+
+
+def norm_layer(width: int, kind: NormAct, *, dims: int) -> nn.Module | None:
+    """The norm over ``width`` channels (``dims`` spatial axes; 0 for feature vectors), or ``None``."""
+    if kind.norm == "batch_norm":
+        return _BATCH_NORM[dims](width)
+    if kind.norm == "group_norm":
+        return nn.GroupNorm(kind.groups, width)
+    if kind.norm == "instance_norm":
+        return _INSTANCE_NORM[dims](width, affine=True)
+    if kind.norm == "layer_norm":
+        return nn.LayerNorm(width)
+    return None
+
+
+def activation_layer(kind: NormAct, *, in_place: bool = True) -> nn.Module | None:
+    """The activation, in place where autograd allows it (ReLU-like ones), or ``None``."""
+    factories = {
+        "relu": lambda: nn.ReLU(inplace=in_place),
+        "relu6": lambda: nn.ReLU6(inplace=in_place),
+        "leaky_relu": lambda: nn.LeakyReLU(kind.negative_slope, inplace=in_place),
+        "elu": lambda: nn.ELU(inplace=in_place),
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+    }
+    factory = factories.get(kind.activation)
+    return None if factory is None else factory()
+
+
+def _activation_name(kind: NormAct) -> str:
+    """torchvision's ``relu`` for ReLU (its module names), ``act`` for the others."""
+    return "relu" if kind.activation == "relu" else "act"
+
+
+def add_norm_act(layers: OrderedDict[str, nn.Module], width: int, kind: NormAct, *, dims: int, suffix: str) -> None:
+    """Add ``norm{suffix}`` and ``relu{suffix}`` (or ``act{suffix}``) to ``layers``, where they exist."""
+    norm = norm_layer(width, kind, dims=dims)
+    if norm is not None:
+        layers[f"norm{suffix}"] = norm
+    activation = activation_layer(kind)
+    if activation is not None:
+        layers[f"{_activation_name(kind)}{suffix}"] = activation
+
+
+def _project(in_width: int, out_width: int, *, dims: int, kernel: int, bias: bool, stride: int = 1,
+             padding: int | None = None) -> nn.Module:
+    if dims == 0:
+        return nn.Linear(in_width, out_width, bias=bias)
+    padding = kernel // 2 if padding is None else padding
+    return _CONV[dims](in_width, out_width, kernel, stride=stride, padding=padding, bias=bias)
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling as timm's ``BlurPool2d``, in 1, 2 or 3 dimensions: reflect-pad
+    by one, then a depthwise [1, 2, 1]/4 binomial filter (its outer product) with ``stride``."""
+
+    taps = 3
+
+    def __init__(self, *, channels: int, stride: int, dims: int):
+        super().__init__()
+        self.stride = stride
+        self.dims = dims
+        binomial = torch.tensor([comb(self.taps - 1, k) for k in range(self.taps)], dtype=torch.float32)
+        binomial /= binomial.sum()
+        kernel = binomial
+        for _ in range(dims - 1):
+            kernel = kernel[..., None] * binomial  # outer product, one axis at a time
+        # Not saved in the state dict: it is fixed, and timm's checkpoints do not hold it.
+        self.register_buffer("filt", kernel.expand(channels, 1, *kernel.shape).contiguous(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, [self.taps // 2] * (2 * self.dims), mode="reflect")
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        return conv(x, self.filt, stride=self.stride, groups=x.shape[1])
+
+
+def pool_layer(kind: str, *, channels: int, dims: int, kernel: int, stride: int, padding: int = 0) -> nn.Module:
+    """A ``max``, ``avg`` or ``blur`` pool; ``blur`` is a stride-1 max pool, then the blur with ``stride``."""
+    if kind == "max":
+        return _MAX_POOL[dims](kernel, stride=stride, padding=padding)
+    if kind == "avg":
+        return _AVG_POOL[dims](kernel, stride=stride, padding=padding)
+    return nn.Sequential(_MAX_POOL[dims](kernel, stride=1, padding=padding),
+                         BlurPool(channels=channels, stride=stride, dims=dims))
 
 
 class _KeepRunningStats:
@@ -35,7 +133,7 @@ class _KeepRunningStats:
     """
 
     def __init__(self, layer: nn.Module):
-        norms = [m for m in layer.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+        norms = [m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.buffers = [buffer for norm in norms for buffer in norm.buffers()]
 
     def __enter__(self) -> None:
@@ -47,15 +145,15 @@ class _KeepRunningStats:
                 buffer.copy_(saved)
 
 
-class DenseLayer(nn.Module):
+class DenseLayer(nn.Sequential):
     """Pre-activation layer reading the concatenation of every earlier feature map.
 
-    With a bottleneck (``bn_size``) it is BN-ReLU-Conv1×1-BN-ReLU-Conv3×3, as in
-    DenseNet-BC; without, BN-ReLU-Conv3×3 as in the tutorial. ``conv=False`` swaps
-    in BatchNorm1d and Linear for tabular input.
+    With a bottleneck (``bn_size``) it is norm-act-conv1×1-norm-act-conv(k), as in
+    DenseNet-BC; without, norm-act-conv(k) as in the tutorial. ``dims=0`` swaps in
+    Linear maps and 1d norms for tabular input.
 
     ``memory_efficient`` recomputes the whole layer — concatenation, every
-    BN-ReLU-projection stage and dropout — in the backward pass, so a training
+    norm-act-projection stage and dropout — in the backward pass, so a training
     step stores only the layer's inputs (the block's features, kept anyway) and
     its ``growth_rate``-wide output: memory grows linearly with depth instead of
     quadratically. torchvision recomputes only the concatenation and first stage.
@@ -70,37 +168,28 @@ class DenseLayer(nn.Module):
         drop_rate: float,
         memory_efficient: bool,
         bias: bool,
-        conv: bool,
+        dims: int,
         kernel_size: int,
+        norm_act: NormAct,
     ):
-        super().__init__()
-        op = "conv" if conv else "linear"
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        op = "conv" if dims else "linear"
         if bn_size is None:
-            self.stages = ("",)
-            widths = (in_width, growth_rate)
+            stages = (("", in_width, growth_rate, kernel_size),)
         else:
-            self.stages = ("1", "2")
-            widths = (in_width, bn_size * growth_rate, growth_rate)
-        for index, suffix in enumerate(self.stages):
-            last = index == len(self.stages) - 1
-            self.add_module(f"norm{suffix}", batch_norm(widths[index], conv=conv))
-            self.add_module(f"relu{suffix}", nn.ReLU(inplace=True))
-            self.add_module(
-                f"{op}{suffix}",
-                _project(
-                    widths[index], widths[index + 1], conv=conv, kernel=kernel_size if last else 1, bias=bias
-                ),
-            )
-        self.op = op
+            bottleneck = bn_size * growth_rate
+            stages = (("1", in_width, bottleneck, 1), ("2", bottleneck, growth_rate, kernel_size))
+        for suffix, fan_in, fan_out, kernel in stages:
+            add_norm_act(layers, fan_in, norm_act, dims=dims, suffix=suffix)
+            layers[f"{op}{suffix}"] = _project(fan_in, fan_out, dims=dims, kernel=kernel, bias=bias)
+        super().__init__(layers)
         self.drop_rate = drop_rate
         self.memory_efficient = memory_efficient
 
     def _layer(self, *features: Tensor) -> Tensor:
         x = torch.cat(features, 1)
-        for suffix in self.stages:
-            x = getattr(self, f"norm{suffix}")(x)
-            x = getattr(self, f"relu{suffix}")(x)
-            x = getattr(self, f"{self.op}{suffix}")(x)
+        for module in self:
+            x = module(x)
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x
@@ -120,32 +209,13 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers; keeps the feature list inside and concatenates once."""
 
-    def __init__(
-        self,
-        *,
-        num_layers: int,
-        in_width: int,
-        growth_rate: int,
-        bn_size: int | None,
-        drop_rate: float,
-        memory_efficient: bool,
-        bias: bool,
-        conv: bool,
-        kernel_size: int,
-    ):
+    def __init__(self, *, num_layers: int, in_width: int, growth_rate: int, **layer: object):
         super().__init__()
         for index in range(num_layers):
-            layer = DenseLayer(
-                in_width=in_width + index * growth_rate,
-                growth_rate=growth_rate,
-                bn_size=bn_size,
-                drop_rate=drop_rate,
-                memory_efficient=memory_efficient,
-                bias=bias,
-                conv=conv,
-                kernel_size=kernel_size,
+            self.add_module(
+                f"denselayer{index + 1}",
+                DenseLayer(in_width=in_width + index * growth_rate, growth_rate=growth_rate, **layer),
             )
-            self.add_module(f"denselayer{index + 1}", layer)
 
     def forward(self, x: Tensor) -> Tensor:
         features = [x]
@@ -158,64 +228,65 @@ def transition(
     *,
     in_width: int,
     out_width: int,
-    conv: bool,
-    norm: bool,
-    activation: bool,
+    dims: int,
+    norm_act: NormAct,
     bias: bool,
+    post_activation: NormAct,
+    drop_rate: float,
     pool: str,
     pool_size: int,
-    post_activation: bool,
 ) -> nn.Sequential:
-    """Norm-ReLU-projection (1×1 conv or linear), optional ReLU, optional ``pool_size`` pooling."""
+    """Norm-act-projection (1×1 conv or linear), optional activation and dropout, optional pooling."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    if norm:
-        layers["norm"] = batch_norm(in_width, conv=conv)
-    if activation:
-        layers["relu"] = nn.ReLU(inplace=True)
-    layers["conv" if conv else "linear"] = _project(in_width, out_width, conv=conv, kernel=1, bias=bias)
-    if post_activation:
-        layers["relu_out"] = nn.ReLU(inplace=True)
-    if pool == "avg":
-        layers["pool"] = nn.AvgPool2d(kernel_size=pool_size, stride=pool_size)
-    elif pool == "max":
-        layers["pool"] = nn.MaxPool2d(kernel_size=pool_size, stride=pool_size)
+    add_norm_act(layers, in_width, norm_act, dims=dims, suffix="")
+    layers["conv" if dims else "linear"] = _project(in_width, out_width, dims=dims, kernel=1, bias=bias)
+    after = activation_layer(post_activation)
+    if after is not None:
+        layers[f"{_activation_name(post_activation)}_out"] = after
+    if drop_rate > 0:
+        layers["drop"] = nn.Dropout(drop_rate)
+    if pool in ("avg", "max"):
+        layers["pool"] = pool_layer(pool, channels=out_width, dims=dims, kernel=pool_size, stride=pool_size)
+    elif pool == "blur":
+        layers["pool"] = BlurPool(channels=out_width, stride=pool_size, dims=dims)
     return nn.Sequential(layers)
 
 
 def conv_stem(
     *,
-    in_channels: int,
-    out_channels: int,
+    widths: list[int],
+    dims: int,
     kernel_size: int,
     stride: int,
     padding: int,
     bias: bool,
-    norm: bool,
-    activation: bool,
-    pool: bool,
+    norm_act: NormAct,
+    pool: str,
     pool_kernel_size: int,
     pool_stride: int,
     pool_padding: int,
 ) -> OrderedDict[str, nn.Module]:
-    """torchvision's ``conv0``/``norm0``/``relu0``/``pool0``, to be placed in ``features``."""
+    """``conv0``/``norm0``/``relu0`` (torchvision), then ``conv1``/``norm1``… for a deep stem (timm),
+    then ``pool0``: ``widths[0]`` input channels through ``widths[1:]``, the first conv strided."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["conv0"] = nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
-    )
-    if norm:
-        layers["norm0"] = nn.BatchNorm2d(out_channels)
-    if activation:
-        layers["relu0"] = nn.ReLU(inplace=True)
-    if pool:
-        layers["pool0"] = nn.MaxPool2d(pool_kernel_size, stride=pool_stride, padding=pool_padding)
+    for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+        layers[f"conv{index}"] = _project(fan_in, fan_out, dims=dims, kernel=kernel_size, bias=bias,
+                                          stride=stride if index == 0 else 1, padding=padding)
+        add_norm_act(layers, fan_out, norm_act, dims=dims, suffix=str(index))
+    if pool != "none":
+        layers["pool0"] = pool_layer(pool, channels=widths[-1], dims=dims, kernel=pool_kernel_size,
+                                     stride=pool_stride, padding=pool_padding)
     return layers
 
 
-def mlp_stem(*, widths: list[int], activation: bool, bias: bool) -> OrderedDict[str, nn.Module]:
+def mlp_stem(*, widths: list[int], activation: NormAct, bias: bool, drop_rate: float) -> OrderedDict[str, nn.Module]:
     """``linear0``, ``relu0``, ``linear1``… mapping ``widths[0]`` features to ``widths[-1]``."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
         layers[f"linear{index}"] = nn.Linear(fan_in, fan_out, bias=bias)
-        if activation:
-            layers[f"relu{index}"] = nn.ReLU(inplace=True)
+        module = activation_layer(activation)
+        if module is not None:
+            layers[f"{_activation_name(activation)}{index}"] = module
+        if drop_rate > 0:
+            layers[f"drop{index}"] = nn.Dropout(drop_rate)
     return layers

@@ -15,8 +15,18 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from archspec import blocks
-from archspec.format.parts import ClassifierHead, ConvStem, DenseBlock, MLPStem, RegressorHead, Transition
-from archspec.format.parts.transition import POOL
+from archspec.format.parts import (
+    ClassifierHead,
+    ConvStem,
+    DeepStem,
+    DenseBlock,
+    MLPStem,
+    RegressorHead,
+    StagePart,
+    Transition,
+)
+from archspec.format.parts.base import spatial_dims
+from archspec.format.parts.vocabulary import Activation, activation_name, negative_slope, norm_groups, norm_name
 from archspec.format.shapes import Stage, StaticPass
 from archspec.network import DenseNet, Output
 
@@ -46,19 +56,27 @@ def register(tag: str) -> Callable[[Factory], Factory]:
     return decorate
 
 
-@register("conv_stem")
-def _conv_stem(stage: Stage, stem: ConvStem, assembly: _Assembly) -> None:
+def _norm_act(part: StagePart) -> blocks.NormAct:
+    """A part's resolved norm and activation as plain values for the modules."""
+    return _activation(part.activation, norm_name(part.norm), norm_groups(part.norm))
+
+
+def _activation(activation: Activation, norm: str = "none", groups: int = 0) -> blocks.NormAct:
+    return blocks.NormAct(norm=norm, activation=activation_name(activation), groups=groups,
+                          negative_slope=negative_slope(activation))
+
+
+def _conv_stem(stage: Stage, stem: ConvStem | DeepStem, assembly: _Assembly, widths: list[int]) -> None:
     assembly.features.update(
         blocks.conv_stem(
-            in_channels=stage.in_shape[0],
-            out_channels=stem.out_channels,
+            widths=[stage.in_shape[0], *widths],
+            dims=spatial_dims(stage.in_shape),
             kernel_size=stem.kernel_size,
             stride=stem.stride,
             padding=stem.padding,
             bias=stem.bias,
-            norm=stem.norm == "batch_norm",
-            activation=stem.activation == "relu",
-            pool=stem.pool == "max",
+            norm_act=_norm_act(stem),
+            pool=stem.pool,
             pool_kernel_size=stem.pool_kernel_size,
             pool_stride=stem.pool_stride,
             pool_padding=stem.pool_padding,
@@ -66,12 +84,21 @@ def _conv_stem(stage: Stage, stem: ConvStem, assembly: _Assembly) -> None:
     )
 
 
+@register("conv_stem")
+def _single_conv_stem(stage: Stage, stem: ConvStem, assembly: _Assembly) -> None:
+    _conv_stem(stage, stem, assembly, [stem.out_channels])
+
+
+@register("deep_stem")
+def _deep_stem(stage: Stage, stem: DeepStem, assembly: _Assembly) -> None:
+    _conv_stem(stage, stem, assembly, stem.widths)
+
+
 @register("mlp_stem")
 def _mlp_stem(stage: Stage, stem: MLPStem, assembly: _Assembly) -> None:
     assembly.features.update(
-        blocks.mlp_stem(
-            widths=[stage.in_shape[0], *stem.hidden], activation=stem.activation == "relu", bias=stem.bias
-        )
+        blocks.mlp_stem(widths=[stage.in_shape[0], *stem.hidden], activation=_activation(stem.activation),
+                        bias=stem.bias, drop_rate=stem.drop_rate)
     )
 
 
@@ -85,8 +112,9 @@ def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
         drop_rate=block.drop_rate,
         memory_efficient=block.memory_efficient,
         bias=block.bias,
-        conv=block.layer == "conv",
+        dims=spatial_dims(stage.in_shape),
         kernel_size=block.kernel,
+        norm_act=_norm_act(block),
     )
 
 
@@ -95,27 +123,33 @@ def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
     assembly.features[f"transition{stage.number}"] = blocks.transition(
         in_width=stage.in_shape[0],
         out_width=stage.out_shape[0],
-        conv=part.layer == "conv",
-        norm=part.norm == "batch_norm",
-        activation=part.activation == "relu",
+        dims=spatial_dims(stage.in_shape),
+        norm_act=_norm_act(part),
         bias=part.bias,
+        post_activation=_activation(part.post_activation),
+        drop_rate=part.drop_rate,
         pool=part.pool,
-        pool_size=POOL,
-        post_activation=part.post_activation == "relu",
+        pool_size=part.pool_size,
     )
 
 
 def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembly, name: str) -> None:
     width = stage.in_shape[0]
-    if head.norm == "batch_norm":
-        # torchvision calls the head's norm `features.norm5` after four blocks.
+    kind = _norm_act(head)
+    norm = blocks.norm_layer(width, kind, dims=spatial_dims(stage.in_shape))
+    if norm is not None:
+        # torchvision calls the head's norm `features.norm5` after four blocks; a deep stem's
+        # own norm0…norm2 can take that number in a short network, so the next one is used.
         number = assembly.result.dense_blocks + 1
-        assembly.features[f"norm{number}"] = blocks.batch_norm(width, conv=len(stage.in_shape) > 1)
+        while f"norm{number}" in assembly.features:
+            number += 1
+        assembly.features[f"norm{number}"] = norm
     assembly.output = Output(
         name=name,
         linear=nn.Linear(width, stage.out_shape[0]),
-        activation=head.activation == "relu",
-        global_pool=len(stage.in_shape) > 1,
+        activation=blocks.activation_layer(kind, in_place=False),
+        pool=head.pool,
+        drop_rate=head.drop_rate,
     )
 
 
@@ -129,12 +163,15 @@ def _regressor(stage: Stage, head: RegressorHead, assembly: _Assembly) -> None:
     _head(stage, head, assembly, "regressor")
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def _initialise(model: nn.Module) -> None:
     """torchvision's DenseNet initialisation, so freshly built models match its statistics."""
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.modules.conv._ConvNd):
             nn.init.kaiming_normal_(module.weight)
-        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(module, _NORMS) and module.weight is not None:
             nn.init.constant_(module.weight, 1)
             nn.init.constant_(module.bias, 0)
         elif isinstance(module, nn.Linear) and module.bias is not None:

@@ -11,13 +11,26 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class Output:
-    """The head after ``features``: activation, global pooling of images, the output layer."""
+    """The head after ``features``: activation, global pooling of feature maps, dropout, the output layer."""
 
     name: str
     """``classifier`` (torchvision's name) or ``regressor``."""
     linear: nn.Linear
-    activation: bool
-    global_pool: bool
+    activation: nn.Module | None
+    pool: str
+    """``avg``, ``max`` or ``avg_max`` (their mean), over every spatial axis."""
+    drop_rate: float
+
+
+def global_pool(x: Tensor, kind: str) -> Tensor:
+    """``(N, C, *spatial)`` → ``(N, C)``; torch's adaptive pools, so 2D matches torchvision bit for bit."""
+    dims = x.dim() - 2
+    if kind != "max":
+        average = getattr(F, f"adaptive_avg_pool{dims}d")(x, 1)
+    if kind != "avg":
+        maximum = getattr(F, f"adaptive_max_pool{dims}d")(x, 1)
+    pooled = {"avg": lambda: average, "max": lambda: maximum, "avg_max": lambda: 0.5 * (average + maximum)}[kind]()
+    return torch.flatten(pooled, 1)
 
 
 class DenseNet(nn.Module):
@@ -32,33 +45,29 @@ class DenseNet(nn.Module):
             qualified names of the modules that implement it, in order.
     """
 
-    def __init__(
-        self,
-        *,
-        features: nn.Sequential,
-        output: Output,
-        stage_modules: dict[str, tuple[str, ...]],
-    ):
+    def __init__(self, *, features: nn.Sequential, output: Output, stage_modules: dict[str, tuple[str, ...]]):
         super().__init__()
         self.features = features
+        self.head_activation = output.activation  # no parameters: absent from the state dict
         self.add_module(output.name, output.linear)
         self.output_name = output.name
-        self.activation = output.activation
-        self.global_pool = output.global_pool
+        self.pool = output.pool
+        self.drop_rate = output.drop_rate
         self.num_features = output.linear.in_features
         self.stage_modules = stage_modules
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Everything before the head's activation: ``(N, C, H, W)`` or ``(N, F)``."""
+        """Everything before the head's activation: ``(N, C, *spatial)`` or ``(N, F)``."""
         return self.features(x)
 
     def forward_head(self, x: Tensor) -> Tensor:
-        """Activation, global average pool for images, output layer."""
-        if self.activation:
-            x = F.relu(x)
-        if self.global_pool:
-            x = F.adaptive_avg_pool2d(x, (1, 1))  # (N, C, H, W) → (N, C, 1, 1)
-            x = torch.flatten(x, 1)
+        """Activation, global pooling of feature maps, dropout, output layer."""
+        if self.head_activation is not None:
+            x = self.head_activation(x)
+        if x.dim() > 2:
+            x = global_pool(x, self.pool)
+        if self.drop_rate > 0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
         return getattr(self, self.output_name)(x)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_FILES = sorted((ROOT / "specs").glob("*.yaml"))
+SPEC_FILES = sorted((ROOT / "specs").rglob("*.yaml"))
+SPEC_IDS = [str(path.relative_to(ROOT / "specs").with_suffix("")) for path in SPEC_FILES]
 
 
 def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -23,6 +24,6 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
     )
 
 
-@pytest.fixture(params=SPEC_FILES, ids=[path.stem for path in SPEC_FILES])
+@pytest.fixture(params=SPEC_FILES, ids=SPEC_IDS)
 def spec_file(request: pytest.FixtureRequest) -> Path:
     return request.param

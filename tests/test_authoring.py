@@ -57,8 +57,8 @@ def test_union_error_names_only_the_selected_member(tmp_path: Path) -> None:
                                                  "{type: transition, growth_rate: 8}", 1))
     code, _, errors = _validate(str(spec))
     # Only Transition's fields are offered, and the tag never appears in the path.
-    assert errors == [f"{spec}:23:24: body[1].growth_rate: unknown field 'growth_rate'; expected one of: "
-                      "activation, bias, compression, layer, norm, out_channels, pool, post_activation, type"]
+    # Transition has a drop_rate and no growth_rate: the suggestion comes from its fields only.
+    assert errors == [f"{spec}:23:24: body[1].growth_rate: unknown field 'growth_rate'; did you mean 'drop_rate'?"]
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ def test_per_block_memory_efficient_overrides_defaults():
 
 def test_running_stats_guard_restores_every_batch_norm_buffer():
     layer = blocks.DenseLayer(in_width=8, growth_rate=4, bn_size=2, drop_rate=0.0,
-                              memory_efficient=True, bias=False, conv=True, kernel_size=3)
+                              memory_efficient=True, bias=False, dims=2, kernel_size=3,
+                              norm_act=blocks.NormAct(norm="batch_norm", activation="relu"))
     guard = blocks._KeepRunningStats(layer)
     before = copy.deepcopy(layer.state_dict())
     with guard:

@@ -63,7 +63,7 @@ AGREEMENT = {
     "version_2": (_edit(TUTORIAL, ("archspec",), 2), False),
     "bad_name": (_edit(TUTORIAL, ("name",), "a b"), False),
     "empty_hidden": (_edit(MLP, ("stem", "hidden"), []), False),
-    "enum_value": (_edit(TUTORIAL, ("stem", "pool"), "avg"), False),
+    "enum_value": (_edit(TUTORIAL, ("stem", "pool"), "mean"), False),
     "top_level_list": ([TUTORIAL], False),
 }
 

@@ -13,15 +13,17 @@ from pydantic import Field
 
 from archspec.format.parts.base import InputPart, Part, StagePart
 from archspec.format.parts.conv_stem import ConvStem
-from archspec.format.parts.dense_block import Defaults, DenseBlock
+from archspec.format.parts.deep_stem import DeepStem
+from archspec.format.parts.defaults import Defaults
+from archspec.format.parts.dense_block import DenseBlock
 from archspec.format.parts.heads import ClassifierHead, RegressorHead
-from archspec.format.parts.inputs import ImageInput, TabularInput
+from archspec.format.parts.inputs import ImageInput, SignalInput, TabularInput, VolumeInput
 from archspec.format.parts.mlp_stem import MLPStem
 from archspec.format.parts.transition import Transition
 
 ROLES: dict[str, tuple[type[Part], ...]] = {
-    "input": (ImageInput, TabularInput),
-    "stem": (ConvStem, MLPStem),
+    "input": (ImageInput, SignalInput, VolumeInput, TabularInput),
+    "stem": (ConvStem, DeepStem, MLPStem),
     "body": (DenseBlock, Transition),
     "head": (ClassifierHead, RegressorHead),
 }
@@ -47,7 +49,7 @@ BodyPart = _union(ROLES["body"])
 Head = _union(ROLES["head"])
 
 __all__ = [
-    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "Defaults", "DenseBlock", "Head", "ImageInput",
-    "Input", "InputPart", "MLPStem", "Part", "RegressorHead", "Stem", "StagePart", "TabularInput", "Transition",
-    "tag",
+    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head",
+    "ImageInput", "Input", "InputPart", "MLPStem", "Part", "RegressorHead", "SignalInput", "Stem", "StagePart",
+    "TabularInput", "Transition", "VolumeInput", "tag",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from archspec.errors import Problem, SpecError
+from archspec.format.parts.vocabulary import INHERIT
 
 if TYPE_CHECKING:
     from archspec.format.shapes import Stage
@@ -71,8 +72,9 @@ class StagePart(Part):
     """Whether this is a dense block (a body needs at least one)."""
 
     def resolved(self, defaults: BaseModel) -> StagePart:
-        """This part with nothing left to inherit; only dense blocks inherit (``defaults``)."""
-        return self
+        """This part with every field that says ``inherit`` taken from ``defaults``."""
+        inherited = {name: getattr(defaults, name) for name, value in self if value == INHERIT}
+        return self.model_copy(update=inherited) if inherited else self
 
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
         """Output shape of one sample and trainable parameters.
@@ -108,19 +110,19 @@ class StagePart(Part):
 # ---- arithmetic shared by the homes -------------------------------------------------
 
 
-def norm_params(width: int, norm: str) -> int:
-    """Affine parameters of a norm over ``width`` channels (BatchNorm: a weight and a bias each)."""
-    return 2 * width if norm == "batch_norm" else 0
-
-
-def linear_params(fan_in: int, fan_out: int, bias: bool, kernel: int = 1) -> int:
-    """Parameters of a Linear map or a square ``kernel``×``kernel`` convolution."""
-    return fan_in * fan_out * kernel * kernel + (fan_out if bias else 0)
+def linear_params(fan_in: int, fan_out: int, bias: bool, kernel: int = 1, dims: int = 0) -> int:
+    """Parameters of a Linear map (``dims`` 0) or a ``kernel``-wide convolution over ``dims`` axes."""
+    return fan_in * fan_out * kernel**dims + (fan_out if bias else 0)
 
 
 def window(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution or pooling window along one axis."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def spatial_dims(shape: Shape) -> int:
+    """Spatial dimensions of a sample: 0 for feature vectors, 1, 2 or 3 for signals, images, volumes."""
+    return len(shape) - 1
 
 
 def positions(shape: Shape) -> int:

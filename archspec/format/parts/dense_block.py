@@ -1,58 +1,48 @@
-"""The dense block, and the ``defaults`` its fields inherit from."""
+"""The dense block: ``num_layers`` pre-activation layers reading every earlier feature map."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
-from archspec.format.parts.base import Box, Part, Shape, StagePart, linear_params, norm_params, positions
-from archspec.format.parts.vocabulary import LayerKind
+from archspec.format.parts.base import Box, Shape, StagePart, linear_params, positions, spatial_dims
+from archspec.format.parts.vocabulary import (
+    INHERIT,
+    Activation,
+    Inherit,
+    LayerKind,
+    Norm,
+    check_norm,
+    norm_act_values,
+    norm_params,
+)
 
 if TYPE_CHECKING:
     from archspec.format.shapes import Stage
 
-KERNEL = 3  # a conv dense layer ends in a 3×3, padding 1 convolution: the size is kept
 MAX_LAYERS = 1000
 """Layers one block may have (DenseNet-264's largest has 64): bounds every per-layer loop."""
 _MASK_VALUES = 1  # dropout keeps a float32 mask on CPU (one byte on CUDA; counted as four)
 
 
-class Defaults(Part):
-    """Values every dense block takes unless it sets its own."""
-
-    growth_rate: PositiveInt = 32
-    """Channels (or features) each dense layer adds."""
-    bn_size: PositiveInt | None = 4
-    """Bottleneck width as a multiple of ``growth_rate``; ``null`` for no bottleneck."""
-    drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    """Dropout probability after each dense layer (training only)."""
-    memory_efficient: bool = False
-    """Recompute activations in the backward pass instead of storing them."""
-    bias: bool = False
-    """Whether the dense layers' convolutions or linear maps have a bias."""
-
-
-INHERITED_FIELDS = tuple(Defaults.model_fields)
-INHERIT = "inherit"
-"""A block field's value when it takes the spec's ``defaults`` (what leaving it out means)."""
-Inherit = Literal["inherit"]
-
-
 class DenseBlock(StagePart):
     """``num_layers`` pre-activation layers, each fed the concatenation of all earlier outputs.
 
-    Fields left out are taken from the spec's ``defaults``.
+    Fields that say ``inherit`` (the default) are taken from the spec's ``defaults``.
     """
 
-    inputs = frozenset({"image", "tabular"})
-    dense: ClassVar[bool] = True
+    inputs = frozenset({"signal", "image", "volume", "tabular"})
+    dense = True
     type: Literal["dense_block"]
     """Tag: a dense block."""
     num_layers: Annotated[int, Field(gt=0, le=MAX_LAYERS)]
     """Number of dense layers in the block."""
     layer: LayerKind = "conv"
-    """``conv`` (BN-ReLU-Conv3×3, image input) or ``linear`` (BN1d-ReLU-Linear, tabular input)."""
+    """``conv`` (norm-activation-convolution, signal/image/volume input) or ``linear``
+    (norm-activation-Linear, tabular input)."""
+    kernel_size: PositiveInt = 3
+    """Kernel of each layer's last convolution (odd: padding keeps the size); 1 for linear layers."""
     growth_rate: PositiveInt | Inherit = INHERIT
     """Channels (or features) each layer adds; ``inherit``: ``defaults.growth_rate``."""
     bn_size: PositiveInt | None | Inherit = INHERIT
@@ -63,26 +53,36 @@ class DenseBlock(StagePart):
     """Recompute activations in backward; ``inherit``: ``defaults.memory_efficient``."""
     bias: bool | Inherit = INHERIT
     """Whether the layers have a bias; ``inherit``: ``defaults.bias``."""
+    norm: Norm | Inherit = INHERIT
+    """Normalisation before each projection; ``inherit``: ``defaults.norm``."""
+    activation: Activation | Inherit = INHERIT
+    """Activation after each normalisation; ``inherit``: ``defaults.activation``."""
 
-    def resolved(self, defaults: Defaults) -> DenseBlock:
-        """This block with every field it inherits taken from ``defaults``."""
-        inherited = {name: getattr(defaults, name) for name in INHERITED_FIELDS if getattr(self, name) == INHERIT}
-        return self.model_copy(update=inherited)
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, kernel_size: int) -> int:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
+        return kernel_size
 
     @property
     def kernel(self) -> int:
-        """Kernel of the layer's last projection: 3×3 for convolutions, 1 for linear maps."""
-        return KERNEL if self.layer == "conv" else 1
+        """Kernel of the layer's last projection: ``kernel_size`` for convolutions, 1 for linear maps."""
+        return self.kernel_size if self.layer == "conv" else 1
 
-    def layer_params(self, in_width: int) -> int:
+    @property
+    def bottleneck(self) -> int:
+        """Width of the bottleneck (0: none)."""
+        return 0 if self.bn_size is None else self.bn_size * self.growth_rate
+
+    def layer_params(self, in_width: int, dims: int) -> int:
         """Parameters of one dense layer reading ``in_width`` channels (or features)."""
-        params = norm_params(in_width, "batch_norm")
+        params = norm_params(in_width, self.norm)
         if self.bn_size is None:
-            return params + linear_params(in_width, self.growth_rate, self.bias, self.kernel)
-        bottleneck = self.bn_size * self.growth_rate
-        params += linear_params(in_width, bottleneck, self.bias)  # 1×1 conv or linear
-        params += norm_params(bottleneck, "batch_norm")
-        return params + linear_params(bottleneck, self.growth_rate, self.bias, self.kernel)
+            return params + linear_params(in_width, self.growth_rate, self.bias, self.kernel, dims)
+        params += linear_params(in_width, self.bottleneck, self.bias, 1, dims)  # 1×1 conv or linear
+        params += norm_params(self.bottleneck, self.norm)
+        return params + linear_params(self.bottleneck, self.growth_rate, self.bias, self.kernel, dims)
 
     def _summed_widths(self, in_width: int) -> int:
         """Sum of the widths the layers read: ``L·c + g·L(L-1)/2``, in closed form."""
@@ -90,20 +90,31 @@ class DenseBlock(StagePart):
         return layers * in_width + self.growth_rate * layers * (layers - 1) // 2
 
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+        dims = spatial_dims(in_shape)
+        out_width = in_shape[0] + self.num_layers * self.growth_rate
+        # Every width a norm sees is the block's input plus a multiple of the growth rate:
+        # checking the first and the growth covers them all without a walk over the layers.
+        for width in (in_shape[0], self.growth_rate, self.bottleneck or self.growth_rate):
+            check_norm(self.norm, width, dims, path)
         # A layer's parameters are affine in the width it reads, so the block's sum
         # has a closed form: no walk over the layers.
-        fixed = self.layer_params(0)
-        per_width = self.layer_params(1) - fixed
+        fixed = self.layer_params(0, dims)
+        per_width = self.layer_params(1, dims) - fixed
         params = self.num_layers * fixed + per_width * self._summed_widths(in_shape[0])
-        return (in_shape[0] + self.num_layers * self.growth_rate, *in_shape[1:]), params
+        return (out_width, *in_shape[1:]), params
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
         efficient = self.memory_efficient if memory_efficient is None else memory_efficient
         per_position = positions(stage.in_shape)
-        bottleneck = 0 if self.bn_size is None else self.bn_size * self.growth_rate
-        # A naive layer saves the concatenation and its normalised copy, the same for the
-        # bottleneck, and dropout's mask.
-        fixed = 2 * bottleneck + (_MASK_VALUES * self.growth_rate if self.drop_rate > 0 else 0)
+
+        def stage_values(width: int) -> int:
+            # The norm's input (and a non-in-place activation's), and the projection's input.
+            return norm_act_values(width, self.norm, self.activation) + width
+
+        # A naive layer saves the concatenation's stage, the bottleneck's, and dropout's mask.
+        fixed = (stage_values(self.bottleneck) if self.bottleneck else 0) + (
+            _MASK_VALUES * self.growth_rate if self.drop_rate > 0 else 0
+        )
         # The block's output concatenation is saved by the norm that reads it next.
         output = stage.out_shape[0] * per_position
         working = 2 * output
@@ -111,9 +122,10 @@ class DenseBlock(StagePart):
             kept = stage.out_shape[0] - self.growth_rate - (stage.in_shape[0] if shared_input else 0)
             stored = kept * per_position  # every layer's inputs, kept once
             last_width = stage.out_shape[0] - self.growth_rate
-            working += (2 * last_width + fixed) * per_position  # the layer being recomputed
+            working += (stage_values(last_width) + fixed) * per_position  # the layer being recomputed
         else:
-            stored = (2 * self._summed_widths(stage.in_shape[0]) + self.num_layers * fixed) * per_position
+            summed = self._summed_widths(stage.in_shape[0])
+            stored = (stage_values(summed) + self.num_layers * fixed) * per_position
         return stored + output, working
 
     def box(self, stage: Stage) -> Box:

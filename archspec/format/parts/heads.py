@@ -1,32 +1,46 @@
-"""Heads: norm and activation after the last dense block, then the output layer."""
+"""Heads: norm and activation after the last dense block, global pooling, dropout, the output layer."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 
-from archspec.format.parts.base import Box, Shape, StagePart, linear_params, norm_params, values
-from archspec.format.parts.vocabulary import Activation, Norm
+from archspec.format.parts.base import INDEX_VALUES, Box, Shape, StagePart, linear_params, spatial_dims, values
+from archspec.format.parts.vocabulary import (
+    INHERIT,
+    Activation,
+    Inherit,
+    Norm,
+    check_norm,
+    keeps_output,
+    norm_params,
+)
 
 if TYPE_CHECKING:
     from archspec.format.shapes import Stage
 
 _COLOUR = "#e6d8ef"
+GlobalPool = Literal["avg", "max", "avg_max"]
 
 
 class _Head(StagePart):
-    """What both heads share: the final norm and activation, global pooling of images, a Linear."""
+    """What both heads share: the final norm and activation, global pooling of feature maps,
+    dropout, a Linear."""
 
+    inputs = frozenset({"signal", "image", "volume", "tabular"})
     output_name: ClassVar[str]
     """Name of the network's output in an exported file."""
     loss: ClassVar[str]
     """Loss a training step uses with this head (``cross_entropy`` or ``mse``)."""
-
-    norm: Norm = "batch_norm"
-    """Normalisation after the last dense block (torchvision's ``features.norm5``)."""
-    activation: Activation = "relu"
-    """Activation before pooling and the output layer."""
+    norm: Norm | Inherit = INHERIT
+    """Normalisation after the last dense block (torchvision's ``features.norm5``); ``inherit``: ``defaults.norm``."""
+    activation: Activation | Inherit = INHERIT
+    """Activation before pooling and the output layer; ``inherit``: ``defaults.activation``."""
+    pool: GlobalPool = "avg"
+    """Global pooling of feature maps: ``avg``, ``max``, or ``avg_max`` (their mean, timm's ``avgmax``)."""
+    drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Dropout probability before the output layer (timm's ``drop_rate``)."""
 
     @property
     def outputs(self) -> int:
@@ -34,23 +48,29 @@ class _Head(StagePart):
         raise NotImplementedError
 
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+        check_norm(self.norm, in_shape[0], spatial_dims(in_shape), path)
         return (self.outputs,), norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], self.outputs, True)
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
         before = stage.in_shape
-        relu = values(before) if self.activation == "relu" else 0  # not in place: a new tensor
-        if len(before) == 1:
-            return relu, 0  # the linear map reads the ReLU's output
-        return relu + before[0], 0  # pooled features, saved by the linear map
+        # The activation is not in place here (a new tensor), and global pooling or the Linear
+        # keep what they read; max pooling keeps an index per channel as well.
+        stored = values(before) if self.activation != "none" else 0
+        if not keeps_output(self.activation) and self.activation != "none":
+            stored += values(before)
+        if spatial_dims(before):
+            stored += before[0] * (1 if self.pool == "avg" else 1 + INDEX_VALUES)  # pooled (+ max indices)
+        if self.drop_rate > 0:
+            stored += before[0]  # dropout's mask
+        return stored, 0
 
     def depth_widths(self, stage: Stage) -> list[int]:
         return []
 
 
 class ClassifierHead(_Head):
-    """Norm, activation, global average pool, then a linear map to class logits."""
+    """Norm, activation, global pooling, dropout, then a linear map to class logits."""
 
-    inputs = frozenset({"image"})
     output_name = "logits"
     loss = "cross_entropy"
     type: Literal["classifier"]
@@ -67,13 +87,12 @@ class ClassifierHead(_Head):
 
 
 class RegressorHead(_Head):
-    """Norm, activation, then a linear map to the regression targets."""
+    """Norm, activation, global pooling of feature maps, dropout, then a linear map to the targets."""
 
-    inputs = frozenset({"tabular"})
     output_name = "prediction"
     loss = "mse"
     type: Literal["regressor"]
-    """Tag: a regression head for tabular input."""
+    """Tag: a regression head."""
     out_features: PositiveInt = 1
     """Number of predicted values."""
 

@@ -26,6 +26,40 @@ class ImageInput(InputPart):
         return (self.channels, self.height, self.width)
 
 
+class SignalInput(InputPart):
+    """A batch of 1D signals ``(N, channels, length)``: ECG leads, audio, sensor series."""
+
+    layer = "conv"
+    type: Literal["signal"]
+    """Tag: a 1D signal input."""
+    channels: PositiveInt
+    """Channels (leads) of the signal."""
+    length: PositiveInt
+    """Samples per channel."""
+
+    def sample_shape(self) -> Shape:
+        return (self.channels, self.length)
+
+
+class VolumeInput(InputPart):
+    """A batch of 3D volumes ``(N, channels, depth, height, width)``: CT, MRI, microscopy stacks."""
+
+    layer = "conv"
+    type: Literal["volume"]
+    """Tag: a 3D volume input."""
+    channels: PositiveInt
+    """Channels of the volume (1 for a CT scan)."""
+    depth: PositiveInt
+    """Depth of the volume in voxels (slices)."""
+    height: PositiveInt
+    """Height of the volume in voxels."""
+    width: PositiveInt
+    """Width of the volume in voxels."""
+
+    def sample_shape(self) -> Shape:
+        return (self.channels, self.depth, self.height, self.width)
+
+
 class TabularInput(InputPart):
     """A batch of feature vectors ``(N, features)``."""
 

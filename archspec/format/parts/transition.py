@@ -1,4 +1,4 @@
-"""The transition between dense blocks: norm, activation, projection, pooling."""
+"""The transition between dense blocks: norm, activation, projection, dropout, pooling."""
 
 from __future__ import annotations
 
@@ -13,24 +13,37 @@ from archspec.format.parts.base import (
     Shape,
     StagePart,
     linear_params,
-    norm_params,
     positions,
     spatial,
+    spatial_dims,
     values,
+    window,
 )
-from archspec.format.parts.vocabulary import Activation, LayerKind, Norm
+from archspec.format.parts.vocabulary import (
+    BLUR_TAPS,
+    INHERIT,
+    Activation,
+    Inherit,
+    LayerKind,
+    Norm,
+    PoolKind,
+    check_blur,
+    check_norm,
+    keeps_output,
+    norm_act_values,
+    norm_params,
+)
 
 if TYPE_CHECKING:
     from archspec.format.shapes import Stage
 
-POOL = 2  # transitions pool 2×2 with stride 2
 _DEFAULT_COMPRESSION = 0.5  # DenseNet-BC's θ
 
 
 class Transition(StagePart):
-    """Norm-activation-projection that compresses the features, then optional pooling."""
+    """Norm-activation-projection that compresses the features, then optional dropout and pooling."""
 
-    inputs = frozenset({"image", "tabular"})
+    inputs = frozenset({"signal", "image", "volume", "tabular"})
     type: Literal["transition"]
     """Tag: a transition."""
     compression: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -39,16 +52,21 @@ class Transition(StagePart):
     """Explicit output channels (or features), instead of ``compression``."""
     layer: LayerKind = "conv"
     """``conv`` (1×1 convolution) or ``linear`` projection."""
-    pool: Literal["avg", "max", "none"] = "avg"
-    """2×2, stride-2 pooling after the projection (``none`` for linear transitions)."""
+    pool: PoolKind = "avg"
+    """Pooling after the projection: ``avg``, ``max``, ``blur`` (timm's anti-aliased
+    [1, 2, 1] blur with stride ``pool_size``) or ``none`` (``none`` for linear transitions)."""
+    pool_size: PositiveInt = 2
+    """Kernel and stride of an ``avg`` or ``max`` pool; stride of a ``blur``."""
     bias: bool = False
     """Whether the projection has a bias."""
-    norm: Norm = "batch_norm"
-    """Normalisation before the projection."""
-    activation: Activation = "relu"
-    """Activation before the projection."""
+    norm: Norm | Inherit = INHERIT
+    """Normalisation before the projection; ``inherit``: ``defaults.norm``."""
+    activation: Activation | Inherit = INHERIT
+    """Activation before the projection; ``inherit``: ``defaults.activation``."""
     post_activation: Activation = "none"
     """Activation after the projection (seed 001's MLP transitions end in ReLU)."""
+    drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Dropout probability after the projection (the paper's CIFAR recipe without augmentation: 0.2)."""
 
     @model_validator(mode="after")
     def _one_width_rule(self) -> Transition:
@@ -64,31 +82,42 @@ class Transition(StagePart):
             return self.out_channels
         return int(in_width * (_DEFAULT_COMPRESSION if self.compression is None else self.compression))
 
+    def _pooled(self, size: int) -> int:
+        if self.pool == "blur":
+            return window(size, BLUR_TAPS, self.pool_size, BLUR_TAPS // 2)
+        return size if self.pool == "none" else size // self.pool_size
+
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
         out_width = self.out_width(in_shape[0])
         if out_width < 1:
             raise SpecError(
                 Problem(f"compression {self.compression} of {in_shape[0]} channels leaves none", path=path)
             )
-        params = norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], out_width, self.bias)
-        out: Shape = (out_width, *in_shape[1:])
-        if self.pool != "none":
-            out = spatial(path, out, (out_width, *(size // POOL for size in in_shape[1:])))
+        check_norm(self.norm, in_shape[0], spatial_dims(in_shape), path)
+        if self.pool == "blur":
+            check_blur(in_shape, path)
+        params = norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], out_width, self.bias, 1,
+                                                                    spatial_dims(in_shape))
+        out = spatial(path, in_shape, (out_width, *(self._pooled(size) for size in in_shape[1:])))
         return out, params
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
         per_position = positions(stage.in_shape)
-        stored = 0
-        if self.norm == "batch_norm":
-            stored += stage.in_shape[0] * per_position  # normalised copy (ReLU'd in place), read by the projection
-        if self.pool != "none" or self.post_activation == "relu":
-            stored += stage.out_shape[0] * per_position  # projection output, saved by the pool or the ReLU
-        if self.pool == "max":
-            stored += INDEX_VALUES * values(stage.out_shape)
+        projected = stage.out_shape[0] * per_position  # the projection's output, before pooling
+        # The norm's input is the block output, counted there; the projection's input (the
+        # activation's output) and a non-in-place activation's input are this part's.
+        stored = norm_act_values(stage.in_shape[0], "none", self.activation) * per_position
+        stored += stage.in_shape[0] * per_position if self.norm != "none" else 0
+        if self.pool != "none" or keeps_output(self.post_activation):
+            stored += projected  # saved by the pool or the activation after the projection
+        if self.drop_rate > 0:
+            stored += projected  # dropout's mask
+        if self.pool in ("max", "blur"):
+            stored += INDEX_VALUES * values(stage.out_shape) if self.pool == "max" else projected
         return stored, 0
 
     def saves_output(self) -> bool:
-        return self.pool == "none" and self.post_activation == "relu"
+        return self.pool == "none" and keeps_output(self.post_activation) and self.drop_rate == 0
 
     def box(self, stage: Stage) -> Box:
         width = f"→ {self.out_channels}" if self.out_channels else f"×{self.compression or _DEFAULT_COMPRESSION:g}"
