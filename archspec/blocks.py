@@ -16,7 +16,6 @@ from math import comb
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as checkpoint
 from torch import Tensor, nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -151,12 +150,6 @@ class DenseLayer(nn.Sequential):
     With a bottleneck (``bn_size``) it is norm-act-conv1×1-norm-act-conv(k), as in
     DenseNet-BC; without, norm-act-conv(k) as in the tutorial. ``dims=0`` swaps in
     Linear maps and 1d norms for tabular input.
-
-    ``memory_efficient`` recomputes the whole layer — concatenation, every
-    norm-act-projection stage and dropout — in the backward pass, so a training
-    step stores only the layer's inputs (the block's features, kept anyway) and
-    its ``growth_rate``-wide output: memory grows linearly with depth instead of
-    quadratically. torchvision recomputes only the concatenation and first stage.
     """
 
     def __init__(
@@ -183,41 +176,112 @@ class DenseLayer(nn.Sequential):
             add_norm_act(layers, fan_in, norm_act, dims=dims, suffix=suffix)
             layers[f"{op}{suffix}"] = _project(fan_in, fan_out, dims=dims, kernel=kernel, bias=bias)
         super().__init__(layers)
+        self.growth_rate = growth_rate
         self.drop_rate = drop_rate
         self.memory_efficient = memory_efficient
 
-    def _layer(self, *features: Tensor) -> Tensor:
-        x = torch.cat(features, 1)
+    def new_features(self, x: Tensor) -> Tensor:
+        """The ``growth_rate`` new channels from the concatenated input ``x``."""
         for module in self:
             x = module(x)
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x
 
-    def _contexts(self) -> tuple[contextlib.AbstractContextManager, _KeepRunningStats]:
-        return contextlib.nullcontext(), _KeepRunningStats(self)
-
     def forward(self, features: list[Tensor]) -> Tensor:
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
-            # Non-reentrant checkpoint replays the RNG state, so dropout masks match.
-            return checkpoint.checkpoint(
-                self._layer, *features, use_reentrant=False, context_fn=self._contexts
-            )
-        return self._layer(*features)
+        return self.new_features(torch.cat(features, 1))
+
+
+class _SharedStorage(torch.autograd.Function):
+    """A memory-efficient dense block (Pleiss et al., 2017): every feature map lives once.
+
+    Forward writes the block's input and each layer's new channels into one buffer, the
+    block's output, and keeps nothing else: not the feature list, not a layer's
+    intermediate maps. The part after the block saves that same output, so the block's
+    features are held once. Backward walks the layers in reverse, recomputes each from its
+    prefix of the buffer (BatchNorm statistics restored, dropout masks replayed), and adds
+    its input gradient into the prefix of one gradient buffer, in the order autograd adds
+    them in the naive block, so gradients are bit-identical.
+    """
+
+    @staticmethod
+    def forward(ctx, block: DenseBlock, x: Tensor, *params: Tensor) -> Tensor:
+        layers = list(block.values())
+        out = x.new_empty((x.shape[0], block.out_width, *x.shape[2:]))  # (N, C_out, *spatial)
+        out[:, : x.shape[1]] = x
+        width = x.shape[1]
+        states = []
+        for layer in layers:
+            states.append(_rng_state(x) if layer.drop_rate > 0 else None)
+            new = layer.new_features(out[:, :width].contiguous())  # the layout torch.cat gives
+            out[:, width : width + new.shape[1]] = new
+            width += new.shape[1]
+        ctx.block, ctx.states, ctx.in_width = block, states, x.shape[1]
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (out,) = ctx.saved_tensors
+        grad = grad_out.clone(memory_format=torch.contiguous_format)
+        param_grads: list[Tensor | None] = []
+        width = out.shape[1]
+        for layer, state in zip(reversed(list(ctx.block.values())), reversed(ctx.states)):
+            params = list(layer.parameters())
+            growth = layer.growth_rate
+            width -= growth
+            x = out[:, :width].contiguous().requires_grad_(True)
+            # Statistics are restored only after the gradient: BatchNorm's backward checks
+            # that the running buffers it was given are unchanged.
+            with _KeepRunningStats(layer), _replayed_rng(state, x):
+                with torch.enable_grad():
+                    new = layer.new_features(x)
+                found = torch.autograd.grad(new, [x, *params], grad[:, width : width + growth], allow_unused=True)
+            grad[:, :width] += found[0]
+            param_grads[:0] = found[1:]
+        return (None, grad[:, : ctx.in_width], *param_grads)
+
+
+def _rng_state(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The CPU generator's state, and the device's where ``x`` lives on CUDA."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if x.is_cuda else None
+
+
+@contextlib.contextmanager
+def _replayed_rng(state: tuple[Tensor, Tensor | None] | None, x: Tensor):
+    """Run with the generators as they were before a layer's forward (dropout masks match)."""
+    if state is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], x.device)
+        yield
 
 
 class DenseBlock(nn.ModuleDict):
-    """``num_layers`` dense layers; keeps the feature list inside and concatenates once."""
+    """``num_layers`` dense layers; keeps the feature list inside and concatenates once.
 
-    def __init__(self, *, num_layers: int, in_width: int, growth_rate: int, **layer: object):
+    With ``memory_efficient`` (training with gradients only) the layers write into one
+    shared buffer instead (``_SharedStorage``); eval and export take the plain path.
+    """
+
+    def __init__(self, *, num_layers: int, in_width: int, growth_rate: int, memory_efficient: bool,
+                 **layer: object):
         super().__init__()
         for index in range(num_layers):
             self.add_module(
                 f"denselayer{index + 1}",
-                DenseLayer(in_width=in_width + index * growth_rate, growth_rate=growth_rate, **layer),
+                DenseLayer(in_width=in_width + index * growth_rate, growth_rate=growth_rate,
+                           memory_efficient=memory_efficient, **layer),
             )
+        self.out_width = in_width + num_layers * growth_rate
+        self.memory_efficient = memory_efficient
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.memory_efficient and self.training and torch.is_grad_enabled():
+            return _SharedStorage.apply(self, x, *self.parameters())
         features = [x]
         for layer in self.values():
             features.append(layer(features))

@@ -19,11 +19,11 @@ import time
 from common import SPECS, main
 
 MODES = ("naive", "archspec", "torchvision")
-# Targets from issue 6: archspec's peak ≤ 40% of naive and ≤ 75% of torchvision's
-# memory-efficient mode; step time ≤ 1.35× naive.
-TARGET_VS_NAIVE = 0.40
-TARGET_VS_TORCHVISION = 0.75
-TARGET_TIME = 1.35
+# Targets from issue 15: archspec's peak ≤ 22% of naive and ≤ 42% of torchvision's
+# memory-efficient mode; step time ≤ 1.25× naive.
+TARGET_VS_NAIVE = 0.22
+TARGET_VS_TORCHVISION = 0.42
+TARGET_TIME = 1.25
 
 
 def _current_rss() -> int:

@@ -19,12 +19,10 @@ Three kinds of memory, all float32 (4 bytes a value):
     also ``b`` and ``b`` for the second stage; dropout its mask (float32 on CPU, one
     byte on CUDA, counted as float32).
     The dense block's final concatenation (its output) is saved by the part after it.
-  - Memory-efficient dense layer: the code (``archspec/blocks.py``) recomputes the whole
-    layer — concatenation, every Norm-ReLU-projection and dropout — in the backward pass,
-    keeping only its inputs. Those inputs are the block's input and each layer's output,
-    which therefore stay alive until the backward pass: ``c_in + (L - 1) × growth_rate``
-    channels per block, once, instead of per layer (the block's input is not counted again
-    when the part before already saves it, as an MLP stem's final ReLU does).
+  - Memory-efficient dense block (shared storage, ``archspec/blocks.py``): the block's
+    input and every layer's new channels are written into one buffer, its output, which the
+    part after it saves anyway; nothing else is kept. Backward recomputes one layer at a
+    time from a contiguous copy of its input.
   - Head: the final norm's input (the last block's output, counted there) and the output
     of its non-in-place ReLU, and the pooled features. Not counted: logits and loss,
     and BatchNorm's per-channel batch statistics, which do not grow with the batch.
@@ -86,12 +84,9 @@ def stage_activations(
         One entry per stage, stem to head.
     """
     entries = []
-    previous = None
     for stage in result.stages:
-        shared_input = previous is not None and previous.part.saves_output()
-        stored, working = stage.part.stored_activations(stage, memory_efficient, shared_input)
+        stored, working = stage.part.stored_activations(stage, memory_efficient)
         entries.append(StageActivations(stage.path, stored, working))
-        previous = stage
     return tuple(entries)
 
 

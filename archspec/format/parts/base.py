@@ -84,19 +84,13 @@ class StagePart(Part):
         """
         raise NotImplementedError
 
-    def stored_activations(
-        self, stage: Stage, memory_efficient: bool | None, shared_input: bool
-    ) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         """Values per sample this part saves for backward, and those its backward holds on top.
 
         ``memory_efficient``: count a dense block in that mode (``None``: its own setting).
-        ``shared_input``: the part before already saves this part's input.
         """
         raise NotImplementedError
 
-    def saves_output(self) -> bool:
-        """Whether this part's last op already saves its output (an in-place ReLU does)."""
-        return False
 
     def box(self, stage: Stage) -> Box:
         """The diagram's box for this part."""

@@ -41,7 +41,7 @@ class ConvStem(PooledStem):
         out = spatial(path, in_shape, self._conv_shape(in_shape))
         return spatial(path, out, self.pooled(out, path)), params
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         conv_out = self._conv_shape(stage.in_shape)  # larger than the output when pooled
         stored = values(stage.in_shape)  # the convolution saves the input batch
         stored += norm_act_values(values(conv_out), self.norm, self.activation)

@@ -57,7 +57,7 @@ class DeepStem(PooledStem):
             shape = spatial(path, shape, out)
         return spatial(path, shape, self.pooled(shape, path)), params
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         shapes = self._conv_shapes(stage.in_shape)
         stored = sum(values(shape) for shape in [stage.in_shape, *shapes[:-1]])  # each conv's input
         stored += sum(norm_act_values(values(shape), self.norm, self.activation) for shape in shapes)

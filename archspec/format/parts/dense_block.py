@@ -103,7 +103,7 @@ class DenseBlock(StagePart):
         params = self.num_layers * fixed + per_width * self._summed_widths(in_shape[0])
         return (out_width, *in_shape[1:]), params
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         efficient = self.memory_efficient if memory_efficient is None else memory_efficient
         per_position = positions(stage.in_shape)
 
@@ -119,10 +119,11 @@ class DenseBlock(StagePart):
         output = stage.out_shape[0] * per_position
         working = 2 * output
         if efficient:
-            kept = stage.out_shape[0] - self.growth_rate - (stage.in_shape[0] if shared_input else 0)
-            stored = kept * per_position  # every layer's inputs, kept once
+            # Every feature map lives once, in the block's output (shared storage); backward
+            # recomputes one layer at a time from a contiguous copy of its input.
+            stored = 0
             last_width = stage.out_shape[0] - self.growth_rate
-            working += (stage_values(last_width) + fixed) * per_position  # the layer being recomputed
+            working += (stage_values(last_width) + last_width + fixed) * per_position
         else:
             summed = self._summed_widths(stage.in_shape[0])
             stored = (stage_values(summed) + self.num_layers * fixed) * per_position

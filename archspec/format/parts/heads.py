@@ -51,7 +51,7 @@ class _Head(StagePart):
         check_norm(self.norm, in_shape[0], spatial_dims(in_shape), path)
         return (self.outputs,), norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], self.outputs, True)
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         before = stage.in_shape
         # The activation is not in place here (a new tensor), and global pooling or the Linear
         # keep what they read; max pooling keeps an index per channel as well.

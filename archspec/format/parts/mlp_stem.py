@@ -35,7 +35,7 @@ class MLPStem(StagePart):
         widths = [in_shape[0], *self.hidden]
         return (widths[-1],), sum(linear_params(a, b, self.bias) for a, b in zip(widths, widths[1:]))
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         # Each Linear saves its input; each in-place activation saves its output (the next
         # input); a non-in-place one its input as well; dropout a mask per hidden value.
         kept = stage.out_shape[0] if keeps_output(self.activation) else 0
@@ -43,8 +43,6 @@ class MLPStem(StagePart):
         masks = sum(self.hidden) if self.drop_rate > 0 else 0
         return stage.in_shape[0] + sum(self.hidden[:-1]) + kept + copies + masks, 0
 
-    def saves_output(self) -> bool:
-        return keeps_output(self.activation) and self.drop_rate == 0
 
     def box(self, stage: Stage) -> Box:
         return Box("stem", "linear " + "-".join(str(width) for width in self.hidden), "#d8e2f0")

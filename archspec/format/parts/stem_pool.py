@@ -77,5 +77,3 @@ class PooledStem(StagePart):
     def pool_label(self) -> str:
         return "" if self.pool == "none" else f", {self.pool} pool"
 
-    def saves_output(self) -> bool:
-        return self.pool == "none" and keeps_output(self.activation)

@@ -101,7 +101,7 @@ class Transition(StagePart):
         out = spatial(path, in_shape, (out_width, *(self._pooled(size) for size in in_shape[1:])))
         return out, params
 
-    def stored_activations(self, stage: Stage, memory_efficient: bool | None, shared_input: bool) -> tuple[int, int]:
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         per_position = positions(stage.in_shape)
         projected = stage.out_shape[0] * per_position  # the projection's output, before pooling
         # The norm's input is the block output, counted there; the projection's input (the
@@ -116,8 +116,6 @@ class Transition(StagePart):
             stored += INDEX_VALUES * values(stage.out_shape) if self.pool == "max" else projected
         return stored, 0
 
-    def saves_output(self) -> bool:
-        return self.pool == "none" and keeps_output(self.post_activation) and self.drop_rate == 0
 
     def box(self, stage: Stage) -> Box:
         width = f"→ {self.out_channels}" if self.out_channels else f"×{self.compression or _DEFAULT_COMPRESSION:g}"
