@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from archspec.format.parts import ROLES, BodyPart, Defaults, Head, Input, Part, Stem, tag
+from archspec.format.preprocess import Preprocess
 
 MAX_BODY_PARTS = 256
 """Parts one body may hold: bounds every walk over the body before it runs."""
@@ -44,6 +45,9 @@ class Spec(Part):
     """Dense blocks and transitions, in order."""
     head: Head
     """The layers after the last dense block."""
+    preprocess: Preprocess | None = None
+    """What a served network expects before its input (normalisation, labels, image sizes);
+    written into exported files."""
 
     @model_validator(mode="after")
     def _parts_fit_together(self) -> Spec:
@@ -59,4 +63,18 @@ class Spec(Part):
                 )
         if not any(part.dense for part in self.body):
             raise PartError("body", "needs at least one dense_block")
+        if self.preprocess is not None:
+            self._preprocess_fits()
         return self
+
+    def _preprocess_fits(self) -> None:
+        preprocess, channels = self.preprocess, self.input.sample_shape()[0]
+        for name in ("mean", "std"):
+            values = getattr(preprocess, name)
+            if values is not None and len(values) != channels:
+                raise PartError(f"preprocess.{name}", f"has {len(values)} values for {channels} input channels")
+        if preprocess.labels is not None and len(preprocess.labels) != self.head.outputs:
+            raise PartError("preprocess.labels",
+                            f"has {len(preprocess.labels)} labels for {self.head.outputs} outputs")
+        if (preprocess.resize or preprocess.crop) and self.input.type != "image":
+            raise PartError("preprocess", f"resize and crop apply to image input, not {self.input.type}")
