@@ -6,6 +6,7 @@ or all together with ``python bench/run_all.py``; they print their results.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -40,6 +41,13 @@ def median_time(function: Callable[[], object], *, repeats: int, warmup: int = 1
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def fitted_exponent(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) against log(x): 1 means linear growth, 2 quadratic."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly)) / sum((x - mx) ** 2 for x in lx)
 
 
 def ratio_line(label: str, ours: float, theirs: float, target: float | None, unit: str = "s") -> str:

@@ -12,6 +12,7 @@ import time
 import build_time
 import export
 import inference
+import memory_scaling
 import scaling
 import startup
 import train_memory
@@ -24,6 +25,7 @@ BENCHMARKS = (
     ("4. export", export),
     ("5. scaling", scaling),
     ("6. startup", startup),
+    ("7. training memory against depth", memory_scaling),
 )
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import archspec
-from common import SPECS, main
+from common import SPECS, fitted_exponent, main
 
 FULL = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32), 264: (6, 12, 64, 48)}
 SMOKE = {13: (1, 1, 1, 1), 21: (1, 2, 2, 3)}
@@ -32,12 +32,6 @@ def _seconds(function) -> tuple[float, object]:
     start = time.perf_counter()
     result = function()
     return time.perf_counter() - start, result
-
-
-def _exponent(depths: list[int], times: list[float]) -> float:
-    xs, ys = [math.log(d) for d in depths], [math.log(t) for t in times]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
 
 
 def run(*, smoke: bool) -> list[str]:
@@ -60,7 +54,7 @@ def run(*, smoke: bool) -> list[str]:
             lines.append(f"  {name:5d}  {_depth(config):5d}" + "".join(f"{columns[c][-1]:13.3f}" for c in columns))
     depths = [_depth(config) for config in configs.values()]
     lines.append("fitted exponent vs depth: " + ", ".join(
-        f"{name} {_exponent(depths, times):.2f}" for name, times in columns.items() if not math.isnan(times[0])))
+        f"{name} {fitted_exponent(depths, times):.2f}" for name, times in columns.items() if not math.isnan(times[0])))
     return lines
 
 

@@ -15,6 +15,7 @@ TITLES = [
     "4. export",
     "5. scaling",
     "6. startup",
+    "7. training memory against depth",
 ]
 
 
@@ -33,4 +34,5 @@ def test_run_all_smoke_prints_every_benchmark_and_its_ratios():
     ratios = [line for line in lines if re.search(r"= \d+\.\d\d×|: \d+\.\d\d×|: \d+%", line)]
     assert len(ratios) == 2 + 2 + 9 + 5, "\n".join(ratios)
     assert any(line.startswith("fitted exponent vs depth: validate ") for line in lines)
+    assert any(line.startswith("fitted exponent of activation memory vs dense layers: naive ") for line in lines)
     assert any(re.match(r"archspec validate \(\d+ specs\) \d+ ms vs python -c pass \d+ ms", l) for l in lines)
