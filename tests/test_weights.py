@@ -1,24 +1,30 @@
-"""Weights files: strict loading with readable diffs, torchvision's legacy keys, hostile files."""
+"""Weights files: strict loading with readable diffs, other libraries' key names, hostile files."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
+import monai
 import pytest
+import timm
 import torch
 import torchvision
 from click.testing import CliRunner
 from safetensors.torch import save_file
+from timm.layers import BlurPool2d
+from timm.models.densenet import DenseNet as TimmDenseNet
 
 import archspec
 from archspec.cli import main
-from archspec.weights import remap_legacy_keys
+from archspec.weights import remap_keys
 from tests.conftest import ROOT
-from tests.nontrivial import randomize_state
+from tests.nontrivial import randomize_state, relative_error
 
 TUTORIAL = ROOT / "specs" / "tutorial.yaml"
 DENSENET121 = ROOT / "specs" / "densenet121.yaml"
+MONAI_3D = ROOT / "specs" / "monai" / "densenet121_3d.yaml"
+TOLERANCE = 1e-5  # relative to the largest output: float32 sums in another order, nothing more
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +68,7 @@ def test_torchvision_legacy_keys_load(tmp_path):
                or ".norm.2." in key or ".conv.1." in key]
     # 58 dense layers × (norm1: 4, conv1: 1, norm2: 4, conv2: 1) tensors
     assert len(renamed) == 580
-    assert set(remap_legacy_keys(legacy)) == {k for k in state if not k.endswith("num_batches_tracked")}
+    assert set(remap_keys(legacy).state) == {k for k in state if not k.endswith("num_batches_tracked")}
     torch.save(legacy, tmp_path / "legacy.pth")
 
     model = archspec.load_weights(archspec.build(DENSENET121), tmp_path / "legacy.pth").eval()
@@ -189,3 +195,123 @@ def test_build_cli_weights(tmp_path, tutorial_state):
         f"{tmp_path / 'w.pt'}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
         "classifier.bias (file (10), model (5))\n"
     )
+
+
+# --- Other libraries' key names -------------------------------------------------------------
+
+def _timm_deep_blur() -> torch.nn.Module:
+    # timm's deep_tiered stem for growth 8: widths 3·(8//4)=6, 6·(8//4)=12, 2·8=16; blur only in the stem.
+    return TimmDenseNet(growth_rate=8, block_config=(2, 3, 2, 2), stem_type="deep_tiered", num_classes=10,
+                        aa_layer=BlurPool2d)
+
+
+TIMM_DEEP_BLUR_SPEC = {
+    "archspec": 1, "name": "timm_deep_blur",
+    "input": {"type": "image", "channels": 3, "height": 64, "width": 64},
+    "stem": {"type": "deep_stem", "widths": [6, 12, 16], "pool": "blur"},
+    "defaults": {"growth_rate": 8, "bn_size": 4},
+    "body": [{"type": "dense_block", "num_layers": 2}, {"type": "transition"},
+             {"type": "dense_block", "num_layers": 3}, {"type": "transition"},
+             {"type": "dense_block", "num_layers": 2}, {"type": "transition"},
+             {"type": "dense_block", "num_layers": 2}],
+    "head": {"type": "classifier", "num_classes": 10},
+}
+
+# (reference network, its archspec spec, input batch): each library's checkpoint, loaded by name mapping.
+LIBRARIES = {
+    "monai_2d": (lambda: monai.networks.nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=1000),
+                 DENSENET121, (2, 3, 64, 64)),
+    "monai_3d": (lambda: monai.networks.nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=2),
+                 MONAI_3D, (2, 1, 32, 32, 32)),
+    "timm_densenet121": (lambda: timm.create_model("densenet121", pretrained=False), DENSENET121, (2, 3, 64, 64)),
+    "timm_deep_blur": (_timm_deep_blur, TIMM_DEEP_BLUR_SPEC, (2, 3, 64, 64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARIES))
+def test_other_libraries_checkpoints_load_and_match(tmp_path, name):
+    make, spec, shape = LIBRARIES[name]
+    torch.manual_seed(0)
+    reference = randomize_state(make()).eval()
+    path = tmp_path / f"{name}.pt"
+    torch.save(reference.state_dict(), path)
+
+    model = archspec.load_weights(archspec.build(spec), path).eval()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        error = relative_error(model(x), expected)
+    assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
+    assert float(expected.abs().max()) > 0, f"{name}: a zero output proves nothing"
+
+
+@pytest.mark.parametrize("name", ["monai_2d", "timm_densenet121"])
+def test_other_libraries_checkpoints_load_through_the_cli(tmp_path, name):
+    make, spec, _ = LIBRARIES[name]
+    torch.manual_seed(0)
+    torch.save(randomize_state(make()).state_dict(), tmp_path / "w.pt")
+    result = CliRunner().invoke(main, ["build", str(spec), "--weights", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output
+    # densenet121.yaml: 7,978,856 parameters (torchvision), 1000 classes
+    assert result.output == "densenet121: 7,978,856 parameters, input (1, 3, 224, 224) -> output (1, 1000)\n"
+
+
+def test_monai_3d_checkpoint_loads_through_the_cli(tmp_path):
+    torch.manual_seed(0)
+    torch.save(randomize_state(LIBRARIES["monai_3d"][0]()).state_dict(), tmp_path / "w.pt")
+    result = CliRunner().invoke(main, ["build", str(MONAI_3D), "--weights", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output
+    # MONAI's DenseNet121(spatial_dims=3, in_channels=1, out_channels=2): 11,244,674 parameters
+    assert result.output == "densenet121_3d: 11,244,674 parameters, input (1, 1, 96, 96, 96) -> output (1, 2)\n"
+
+
+def test_key_map_is_chosen_by_the_keys():
+    legacy = {"features.denseblock1.denselayer1.norm.1.weight": torch.ones(1)}
+    states = {
+        "torchvision": torchvision.models.densenet121().state_dict(),
+        "torchvision (before 0.4)": legacy,
+        "MONAI": LIBRARIES["monai_2d"][0]().state_dict(),
+        "timm": _timm_deep_blur().state_dict(),
+    }
+    for library, state in states.items():
+        renamed = remap_keys(state)
+        assert renamed.key_map.library == library
+        assert len(renamed.state) == len(state), library
+        assert all(renamed.state[key] is state[file_key] for key, file_key in renamed.file_names.items()), library
+    # MONAI: 58 dense layers × 12 tensors under `layers` (norm1 5, conv1 1, norm2 5, conv2 1) and
+    # class_layers.out's weight and bias are renamed; the 727 keys are torchvision's after it.
+    monai_renamed = remap_keys(states["MONAI"])
+    assert sum(1 for key, file_key in monai_renamed.file_names.items() if key != file_key) == 58 * 12 + 2
+    assert set(monai_renamed.state) == set(states["torchvision"])
+    assert monai_renamed.file_names["classifier.weight"] == "class_layers.out.weight"
+    assert set(remap_keys(states["timm"]).state) == set(states["timm"])  # timm's names are archspec's
+
+
+def test_monai_diff_names_keys_as_the_file_does(tmp_path):
+    state = LIBRARIES["monai_2d"][0]().state_dict()
+    state["class_layers.extra.weight"] = torch.zeros(3)
+    del state["features.denseblock4.denselayer16.layers.conv2.weight"]
+    path = tmp_path / "monai.pt"
+    torch.save(state, path)
+    # 1000 classes in the file, 10 in the model; classifier reads 1024 features (densenet121)
+    assert _refusal(path, spec=DENSENET121, overrides=("head.num_classes=10",)) == [
+        f"{path}: 1 missing key: features.denseblock4.denselayer16.conv2.weight",
+        f"{path}: 1 unexpected key: class_layers.extra.weight",
+        f"{path}: 2 shape mismatches: class_layers.out.weight (file (1000, 1024), model (10, 1024)), "
+        "class_layers.out.bias (file (1000), model (10))",
+        f"{path}: keys read as MONAI's names and renamed to torchvision's",
+    ]
+
+
+def test_keys_that_rename_onto_each_other_are_refused(tmp_path, tutorial_state):
+    state = dict(tutorial_state)
+    # the tutorial's layers have no bottleneck: `norm.weight` is current, `norm.1` the old style
+    state["features.denseblock1.denselayer1.norm1.weight"] = torch.ones(64)
+    state["features.denseblock1.denselayer1.norm.1.weight"] = torch.ones(64)
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    assert _refusal(path) == [
+        f"{path}: 1 unexpected key: features.denseblock1.denselayer1.norm1.weight",
+        f"{path}: 1 key that repeats another after renaming: features.denseblock1.denselayer1.norm.1.weight",
+        f"{path}: keys read as torchvision (before 0.4)'s names and renamed to torchvision's",
+    ]
