@@ -55,6 +55,7 @@ __all__ = [
     "load_weights",
     "measure_step",
     "parse_bytes",
+    "spec_from_weights",
     "spec_yaml",
     "static_pass",
     "summary",
@@ -204,6 +205,26 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     from archspec.weights import load_weights as load
 
     return load(model, path)
+
+
+def spec_from_weights(path: str | Path) -> str:
+    """The spec whose network takes a DenseNet checkpoint strictly, recovered from its tensor shapes.
+
+    Args:
+        path: a ``.pt``/``.pth`` state dict (read with ``torch.load(weights_only=True)``)
+            or a ``.safetensors`` file, with torchvision's, timm's or MONAI's key names.
+
+    Returns:
+        The spec as YAML text. What shapes cannot tell (input size, strides, padding,
+        pooling, activation, dropout) is a default with a comment saying so.
+
+    Raises:
+        SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
+            can describe; one line says why.
+    """
+    from archspec.from_weights import spec_from_weights as recover
+
+    return recover(path)
 
 
 def export_onnx(

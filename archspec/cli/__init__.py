@@ -44,9 +44,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from archspec.cli import build, diagram, export, fit, schema, validate
+    from archspec.cli import build, diagram, export, fit, from_weights, schema, validate
 
-    for module in (build, diagram, export, fit, schema, validate):
+    for module in (build, diagram, export, fit, from_weights, schema, validate):
         main.add_command(module.command)
 
 

@@ -1,0 +1,511 @@
+"""A spec recovered from a checkpoint's tensor shapes: ``archspec from-weights``.
+
+A DenseNet's state dict names every module and gives every tensor's shape, and that
+is enough for most of its spec: the number of spatial dimensions (a convolution's
+weight has two more axes), the input channels, the stem (one convolution, a deep
+stem's widths, or an MLP's), each dense block's layers, growth rate, bottleneck and
+kernel, each transition's width, which norm has running statistics, and the head's
+kind and size. What shapes cannot say is written as a default, with a comment beside it:
+
+- input size: 224×224 images, 96³ volumes, 1000-sample signals (doubled while the
+  network would shrink it below 1);
+- stem: one convolution of kernel ≤ 3 is the paper's CIFAR stem (stride 1, padding
+  k//2, no pooling); a larger one, or a deep stem, the ImageNet stem (stride 2, padding
+  k//2, 3×3 max pool of stride 2, padding 1);
+- transitions: 2×2 average pooling (no pooling for linear ones), no activation after
+  the projection; activation ReLU everywhere; no dropout; the head pools by average;
+- a norm with affine weights but no running statistics: instance norm on feature maps,
+  layer norm on feature vectors (group norm fits as well; its groups leave no trace);
+- the order of blocks and transitions (numbered apart) follows the channels; where a
+  transition keeps the width and either could come next, a transition follows a block.
+
+The spec is proved before it is returned: its network, built on the meta device (no
+memory), must take the checkpoint strictly, key for key and shape for shape.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from archspec.builder import build_module
+from archspec.errors import Problem, SpecError
+from archspec.format.load import load_spec
+from archspec.format.parts import DenseBlock
+from archspec.format.schema import Spec
+from archspec.format.shapes import static_pass
+from archspec.weights import Renamed, key_problems, read_state_dict, remap_keys, renaming_note, shown_key
+
+_TENSORS = frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})
+# Every module a DenseNet's state dict names (archspec's names, torchvision's), and its role.
+_MODULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("stem", re.compile(r"^features\.(?P<op>conv|linear)(?P<index>\d{1,6})$")),
+    ("norm", re.compile(r"^features\.norm(?P<index>\d{1,6})$")),
+    ("layer", re.compile(r"^features\.denseblock(?P<block>\d{1,6})\.denselayer(?P<index>\d{1,6})"
+                         r"\.(?P<module>(?:norm|conv|linear)[12]?)$")),
+    ("transition", re.compile(r"^features\.transition(?P<index>\d{1,6})\.(?P<module>norm|conv|linear)$")),
+    ("head", re.compile(r"^(?P<module>classifier|regressor)$")),
+)
+_SPATIAL = {1: "signal", 2: "image", 3: "volume"}
+# Input sizes a checkpoint cannot tell: ImageNet's 224×224, a 96³ patch (MONAI's examples),
+# 1000 samples (10 s of ECG at 100 Hz). Doubled while the network would shrink them below 1.
+_INPUT_SIZE = {1: 1000, 2: 224, 3: 96}
+_SIZE_FIELDS = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_SIZE_DOUBLINGS = 8
+# A single convolution of kernel ≤ 3 is the paper's CIFAR stem (stride 1, no pooling); a larger
+# one, or a deep stem, the ImageNet stem (stride 2, then a 3×3 max pool of stride 2).
+_CIFAR_STEM_KERNEL = 3
+_IMAGENET_POOL = {"pool": "max", "pool_kernel_size": 3, "pool_stride": 2, "pool_padding": 1}
+_DEFAULT_KERNEL = DenseBlock.model_fields["kernel_size"].default  # written only where a block differs
+_BC_COMPRESSION = 0.5  # DenseNet-BC's θ: torchvision, timm and MONAI halve the channels
+_UNKNOWN = "not in the checkpoint"
+
+Tensors = dict[str, tuple[int, ...]]
+"""One module's tensors: name (``weight``, ``running_mean``…) → shape."""
+
+
+def _refuse(message: str, file: str | None) -> SpecError:
+    return SpecError(Problem(message, file=file))
+
+
+@dataclass
+class _Modules:
+    """A checkpoint's modules by role, numbered as their names number them."""
+
+    stem: dict[int, tuple[str, Tensors]] = field(default_factory=dict)
+    norms: dict[int, Tensors] = field(default_factory=dict)
+    blocks: dict[int, dict[int, dict[str, Tensors]]] = field(default_factory=dict)
+    transitions: dict[int, dict[str, Tensors]] = field(default_factory=dict)
+    heads: dict[str, Tensors] = field(default_factory=dict)
+
+
+def _sort_modules(renamed: Renamed, file: str | None) -> _Modules:
+    """Every key to its module's role; a key that no DenseNet module has refuses the file."""
+    modules = _Modules()
+    strangers = []
+    for key, value in renamed.state.items():
+        module, _, tensor = key.rpartition(".")
+        match = next(((role, found) for role, pattern in _MODULES if (found := pattern.match(module))), None)
+        if match is None or tensor not in _TENSORS:
+            strangers.append(shown_key(renamed.file_names[key]))
+            continue
+        role, found = match
+        shape = tuple(value.shape)
+        if role == "stem":
+            op, tensors = modules.stem.setdefault(int(found["index"]), (found["op"], {}))
+            if op != found["op"]:
+                strangers.append(shown_key(renamed.file_names[key]))
+            tensors[tensor] = shape
+        elif role == "norm":
+            modules.norms.setdefault(int(found["index"]), {})[tensor] = shape
+        elif role == "layer":
+            layer = modules.blocks.setdefault(int(found["block"]), {}).setdefault(int(found["index"]), {})
+            layer.setdefault(found["module"], {})[tensor] = shape
+        elif role == "transition":
+            modules.transitions.setdefault(int(found["index"]), {}).setdefault(found["module"], {})[tensor] = shape
+        else:
+            modules.heads.setdefault(found["module"], {})[tensor] = shape
+    if strangers:
+        raise _refuse(
+            f"not a DenseNet checkpoint: {len(strangers)} of {len(renamed.state)} keys name no DenseNet "
+            f"module (torchvision's, timm's or MONAI's names), first: {strangers[0]}",
+            file,
+        )
+    return modules
+
+
+def _numbered(items: Mapping[int, Any], what: str, first: int, file: str | None) -> list[Any]:
+    """Items numbered ``first``, ``first + 1``… in order; a gap refuses the file."""
+    expected = list(range(first, first + len(items)))
+    if sorted(items) != expected:
+        gap = next(number for number in expected if number not in items)
+        raise _refuse(f"not a DenseNet checkpoint: {what}{gap} is missing ({len(items)} numbered up to "
+                      f"{max(items)})", file)
+    return [items[number] for number in expected]
+
+
+def _weight(tensors: Tensors | None, where: str, ndims: tuple[int, ...], file: str | None) -> tuple[int, ...]:
+    """The shape of a projection's weight, refused unless it has one of ``ndims`` axes, none empty."""
+    shape = (tensors or {}).get("weight")
+    if shape is None or len(shape) not in ndims or 0 in shape:
+        got = "none" if shape is None else f"shape ({', '.join(map(str, shape))})"
+        raise _refuse(f"not a DenseNet checkpoint: {where}.weight has {got}", file)
+    return shape
+
+
+def _kernel(shape: tuple[int, ...], where: str, file: str | None) -> int:
+    """The one kernel size of a convolution's weight ``(out, in, k, k…)``; 1 for a linear map."""
+    sizes = set(shape[2:]) or {1}
+    if len(sizes) > 1:
+        raise _refuse(f"cannot describe {where}: its kernel {'×'.join(map(str, shape[2:]))} is not square", file)
+    return sizes.pop()
+
+
+@dataclass(frozen=True)
+class _Norm:
+    """A norm as the checkpoint shows it."""
+
+    kind: str
+    guessed: bool
+    """Affine weights without running statistics fit several norms; ``kind`` is one of them."""
+
+
+def _norm(tensors: Tensors | None, dims: int) -> _Norm:
+    if tensors is None:
+        return _Norm("none", True)  # or a norm without affine weights (MONAI's instance norm)
+    if "running_mean" in tensors or "running_var" in tensors:
+        return _Norm("batch_norm", False)
+    # Group norm's groups and the choice between group, instance and layer norm leave no trace.
+    return _Norm("layer_norm" if dims == 0 else "instance_norm", True)
+
+
+def _norm_note(norm: _Norm) -> list[str]:
+    if not norm.guessed:
+        return []
+    if norm.kind == "none":
+        return ["norm: no norm tensors; a norm without affine weights (MONAI's instance norm) leaves none either"]
+    others = "group_norm" if norm.kind == "layer_norm" else "group_norm or layer_norm"
+    return [f"norm: no running statistics; {norm.kind} assumed, {others} fit as well (groups are {_UNKNOWN})"]
+
+
+@dataclass
+class _Line:
+    """One part of the written spec: its fields and the comment beside it."""
+
+    fields: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        mapping = yaml.safe_dump(self.fields, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
+        return mapping + (f"  # {'; '.join(self.notes)}" if self.notes else "")
+
+
+def _unknown(*names: str) -> str:
+    return f"{_UNKNOWN}: {', '.join(names)}"
+
+
+@dataclass
+class _Recovered:
+    """What the shapes say, part by part, before it is written out."""
+
+    dims: int
+    channels: int
+    stem: _Line
+    stem_width: int
+    defaults: _Line
+    body: list[_Line]
+    head: _Line
+
+
+def _stem(modules: _Modules, file: str | None) -> tuple[int, int, _Line, int]:
+    """Spatial dims, input channels, the stem's line and its output width."""
+    if not modules.stem:
+        raise _refuse("not a DenseNet checkpoint: no stem (features.conv0 or features.linear0)", file)
+    ops = sorted({op for op, _ in modules.stem.values()})
+    if len(ops) > 1:
+        raise _refuse("not a DenseNet checkpoint: its stem mixes convolutions and linear layers", file)
+    stem = _numbered(modules.stem, f"features.{ops[0]}", 0, file)
+    op = ops[0]
+    if op == "linear":
+        shapes = [_weight(tensors, f"features.linear{i}", (2,), file) for i, (_, tensors) in enumerate(stem)]
+        line = _Line({"type": "mlp_stem", "hidden": [shape[0] for shape in shapes],
+                      "bias": "bias" in stem[0][1], "drop_rate": 0.0}, [_unknown("drop_rate")])
+        return 0, shapes[0][1], line, shapes[-1][0]
+    shapes = [_weight(tensors, f"features.conv{i}", (3, 4, 5), file) for i, (_, tensors) in enumerate(stem)]
+    dims = len(shapes[0]) - 2
+    kernel = _kernel(shapes[0], "features.conv0", file)
+    fields: dict[str, Any]
+    if len(shapes) > 1:
+        fields = {"type": "deep_stem", "widths": [shape[0] for shape in shapes], "kernel_size": kernel,
+                  "bias": "bias" in stem[0][1], "stride": 2, "padding": kernel // 2, **_IMAGENET_POOL}
+        notes = [_unknown("stride", "padding", "pool") + " (timm's deep stem)"]
+    elif kernel <= _CIFAR_STEM_KERNEL:
+        fields = {"type": "conv_stem", "out_channels": shapes[0][0], "kernel_size": kernel,
+                  "bias": "bias" in stem[0][1], "stride": 1, "padding": kernel // 2, "pool": "none"}
+        notes = [_unknown("stride", "padding", "pool") + f" (a {kernel}-wide single convolution: the CIFAR stem)"]
+    else:
+        fields = {"type": "conv_stem", "out_channels": shapes[0][0], "kernel_size": kernel,
+                  "bias": "bias" in stem[0][1], "stride": 2, "padding": kernel // 2, **_IMAGENET_POOL}
+        notes = [_unknown("stride", "padding", "pool") + " (the ImageNet stem)"]
+    return dims, shapes[0][1], _Line(fields, notes), shapes[-1][0]
+
+
+@dataclass(frozen=True)
+class _Block:
+    number: int
+    num_layers: int
+    in_width: int
+    fields: dict[str, Any]
+    """``growth_rate``, ``bn_size``, ``bias``, ``kernel_size``."""
+    norm: _Norm
+
+    @property
+    def out_width(self) -> int:
+        return self.in_width + self.num_layers * self.fields["growth_rate"]
+
+
+def _block(number: int, layers: dict[int, dict[str, Tensors]], dims: int, file: str | None) -> _Block:
+    """A dense block from its first layer's shapes (the others must agree: the final check sees to it)."""
+    first = _numbered(layers, f"features.denseblock{number}.denselayer", 1, file)[0]
+    where = f"features.denseblock{number}.denselayer1"
+    op = "conv" if dims else "linear"
+    ndims = (dims + 2,)
+    if f"{op}1" in first or f"{op}2" in first:
+        squeeze = _weight(first.get(f"{op}1"), f"{where}.{op}1", ndims, file)
+        last = _weight(first.get(f"{op}2"), f"{where}.{op}2", ndims, file)
+        growth = last[0]
+        if squeeze[0] % growth:
+            raise _refuse(f"cannot describe {where}: its bottleneck of {squeeze[0]} is not a multiple "
+                          f"of its growth rate {growth}", file)
+        bn_size, norm_name = squeeze[0] // growth, "norm1"
+    else:
+        squeeze = last = _weight(first.get(op), f"{where}.{op}", ndims, file)
+        growth, bn_size, norm_name = last[0], None, "norm"
+    fields = {"growth_rate": growth, "bn_size": bn_size, "bias": "bias" in first.get(f"{op}1", first.get(op, {}))}
+    if dims:
+        fields["kernel_size"] = _kernel(last, f"{where}.{op}", file)
+    return _Block(number, len(layers), squeeze[1], fields, _norm(first.get(norm_name), dims))
+
+
+@dataclass(frozen=True)
+class _Transition:
+    number: int
+    in_width: int
+    out_width: int
+    bias: bool
+    norm: _Norm
+
+
+def _transition(number: int, modules: dict[str, Tensors], dims: int, file: str | None) -> _Transition:
+    op = "conv" if dims else "linear"
+    shape = _weight(modules.get(op), f"features.transition{number}.{op}", (dims + 2,), file)
+    return _Transition(number, shape[1], shape[0], "bias" in modules[op], _norm(modules.get("norm"), dims))
+
+
+def _compression(in_width: int, out_width: int) -> dict[str, Any]:
+    """``compression`` where DenseNet-BC's 0.5, or else a three-digit fraction, gives exactly
+    ``out_width`` (the transition floors ``in × compression``); ``out_channels`` otherwise."""
+    for ratio in (_BC_COMPRESSION, round(out_width / in_width, 3)):
+        if 0 < ratio <= 1 and int(in_width * ratio) == out_width:
+            return {"compression": ratio}
+    return {"out_channels": out_width}
+
+
+def _chain(blocks: list[_Block], transitions: list[_Transition], width: int,
+           file: str | None) -> list[_Block | _Transition]:
+    """The body in order, following the channels: dense blocks and transitions are numbered apart,
+    so a transition goes wherever the width it reads arrives (after a block, by preference)."""
+    order: list[_Block | _Transition] = []
+    b = t = 0
+    for _ in range(len(blocks) + len(transitions)):  # every step places one part
+        block_fits = b < len(blocks) and blocks[b].in_width == width
+        transition_fits = t < len(transitions) and transitions[t].in_width == width
+        after_block = bool(order) and isinstance(order[-1], _Block)
+        if transition_fits and (not block_fits or after_block):
+            order.append(transitions[t])
+            t += 1
+        elif block_fits:
+            order.append(blocks[b])
+            b += 1
+        else:
+            after = f"features.{_module_name(order[-1])}" if order else "the stem"
+            nexts = [f"features.denseblock{blocks[b].number} reads {blocks[b].in_width}"] if b < len(blocks) else []
+            if t < len(transitions):
+                nexts.append(f"features.transition{transitions[t].number} reads {transitions[t].in_width}")
+            raise _refuse(f"cannot describe this DenseNet: {after} gives {width} channels, but "
+                          f"{' and '.join(nexts)}", file)
+        width = order[-1].out_width
+    return order
+
+
+def _module_name(part: _Block | _Transition) -> str:
+    return f"denseblock{part.number}" if isinstance(part, _Block) else f"transition{part.number}"
+
+
+def _norm_field(norm: _Norm, default: _Norm) -> dict[str, Any]:
+    return {} if norm.kind == default.kind else {"norm": norm.kind}
+
+
+def _recover(renamed: Renamed, file: str | None) -> _Recovered:
+    modules = _sort_modules(renamed, file)
+    dims, channels, stem, stem_width = _stem(modules, file)
+    if not modules.blocks:
+        raise _refuse("not a DenseNet checkpoint: no dense block (features.denseblock1)", file)
+    blocks = [_block(number, layers, dims, file)
+              for number, layers in enumerate(_numbered(modules.blocks, "features.denseblock", 1, file), 1)]
+    transitions = [_transition(number, parts, dims, file)
+                   for number, parts in enumerate(_numbered(modules.transitions, "features.transition", 1, file), 1)]
+    order = _chain(blocks, transitions, stem_width, file)
+
+    first = blocks[0]
+    defaults = _Line({**first.fields, "norm": first.norm.kind, "activation": "relu", "drop_rate": 0.0},
+                     [_unknown("activation", "drop_rate"), *_norm_note(first.norm)])
+    defaults.fields.pop("kernel_size", None)
+    if stem.fields["type"] != "mlp_stem":
+        stem_norm = _norm(modules.norms.get(0), dims)
+        stem.fields.update(_norm_field(stem_norm, first.norm))
+        stem.notes.extend(_norm_note(stem_norm) if stem_norm != first.norm else [])
+    layer = {} if dims else {"layer": "linear"}
+    body = []
+    for part in order:
+        norm_fields = _norm_field(part.norm, first.norm)
+        norm_notes = _norm_note(part.norm) if part.norm != first.norm else []
+        if isinstance(part, _Block):
+            fields = {key: value for key, value in part.fields.items()
+                      if value != defaults.fields.get(key, _DEFAULT_KERNEL)}
+            body.append(_Line({"type": "dense_block", "num_layers": part.num_layers, **layer, **fields,
+                               **norm_fields}, norm_notes))
+        elif dims:
+            body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width),
+                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "avg",
+                               "pool_size": 2}, [_unknown("pool", "pool_size"), *norm_notes]))
+        else:
+            body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width), **layer,
+                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "none"},
+                              [_unknown("post_activation", "drop_rate"), *norm_notes]))
+    stem_norms = 0 if stem.fields["type"] == "mlp_stem" else len(modules.stem)
+    head = _head(modules, _head_norm(modules, stem_norms, dims, file), dims, first.norm, file)
+    return _Recovered(dims, channels, stem, stem_width, defaults, body, head)
+
+
+def _head_norm(modules: _Modules, stem_norms: int, dims: int, file: str | None) -> _Norm:
+    """The norm after the last block: whichever ``features.normK`` the stem does not own. torchvision,
+    timm and MONAI call it ``norm5`` whatever the number of blocks; archspec numbers it after them."""
+    found = sorted(index for index in modules.norms if index >= stem_norms)
+    if len(found) > 1:
+        names = ", ".join(f"features.norm{index}" for index in found[:3])
+        raise _refuse(f"not a DenseNet checkpoint: {len(found)} norms after the stem ({names}…), one expected",
+                      file)
+    return _norm(modules.norms[found[0]] if found else None, dims)
+
+
+def _head(modules: _Modules, norm: _Norm, dims: int, default: _Norm, file: str | None) -> _Line:
+    if len(modules.heads) != 1:
+        found = " and ".join(sorted(modules.heads)) or "neither"
+        raise _refuse(f"not a DenseNet checkpoint: needs one output layer, classifier or regressor; found {found}",
+                      file)
+    (name, tensors), = modules.heads.items()
+    outputs = _weight(tensors, name, (2,), file)[0]
+    fields = ({"type": "classifier", "num_classes": outputs} if name == "classifier"
+              else {"type": "regressor", "out_features": outputs})
+    fields.update(_norm_field(norm, default))
+    if dims:
+        fields["pool"] = "avg"
+    fields["drop_rate"] = 0.0
+    unknown = _unknown("pool", "drop_rate") if dims else _unknown("drop_rate")
+    return _Line(fields, [unknown, *(_norm_note(norm) if norm != default else [])])
+
+
+def _input(recovered: _Recovered, doublings: int) -> _Line:
+    if recovered.dims == 0:
+        return _Line({"type": "tabular", "features": recovered.channels})
+    size = _INPUT_SIZE[recovered.dims] << doublings
+    sizes = {name: size for name in _SIZE_FIELDS[recovered.dims]}
+    note = _unknown(*sizes) + f" (default {size}" + (", doubled until the network fits)" if doublings else ")")
+    return _Line({"type": _SPATIAL[recovered.dims], "channels": recovered.channels, **sizes}, [note])
+
+
+def _text(recovered: _Recovered, input_line: _Line, name: str, source: str | None, library: str, params: int,
+          tensors: int) -> str:
+    version = typing.get_args(Spec.model_fields["archspec"].annotation)[-1]
+    header = [
+        f"# Recovered by `archspec from-weights` from a checkpoint's tensor shapes ({library}'s key names):",
+        f"# {params:,} parameters in {tensors:,} tensors. A checkpoint holds shapes, not behaviour: values",
+        f"# marked \"{_UNKNOWN}\" are defaults; check them against the code that trained the network.",
+    ]
+    head = yaml.safe_dump({"archspec": version, "name": name,
+                           "description": f"Recovered by archspec from-weights from {source or 'a state dict'}."},
+                          sort_keys=False, width=1 << 30, allow_unicode=False)
+    lines = [
+        *header,
+        head.rstrip("\n"),
+        f"input: {input_line.text()}",
+        f"stem: {recovered.stem.text()}",
+        f"defaults: {recovered.defaults.text()}",
+        "body:",
+        *(f"  - {line.text()}" for line in recovered.body),
+        f"head: {recovered.head.text()}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _name(source: str) -> str:
+    """A spec name (letters, digits, ``_.-``) from a file's name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem)[:100] or "recovered"
+
+
+def spec_from_state(state: Mapping[str, Tensor] | Renamed, *, source: str | None = None,
+                    file: str | None = None) -> str:
+    """The spec (YAML text) whose network takes ``state`` strictly, recovered from its shapes.
+
+    Args:
+        state: a state dict (any library's key names) or one already renamed.
+        source: the file's name, for the spec's name and description; none for a state dict in memory.
+        file: the file named in a refusal.
+
+    Returns:
+        The spec as YAML, with a comment beside every value the checkpoint does not hold.
+
+    Raises:
+        SpecError: one line: the keys are not a DenseNet's, or no spec describes them.
+    """
+    renamed = state if isinstance(state, Renamed) else remap_keys(state)
+    if not renamed.state:
+        raise _refuse("not a DenseNet checkpoint: it holds no tensors", file)
+    if renamed.clashes:
+        raise _refuse(f"not a DenseNet checkpoint: {shown_key(renamed.clashes[0])} names a tensor another "
+                      f"key names after renaming {renamed.key_map.library}'s keys", file)
+    recovered = _recover(renamed, file)
+    name = _name(source) if source else "recovered"
+    tensors = len(renamed.state)
+    for doublings in range(_SIZE_DOUBLINGS + 1):  # the network may shrink the default size below 1
+        text = _text(recovered, _input(recovered, doublings), name, source, renamed.key_map.library, 0, tensors)
+        try:
+            spec = load_spec(yaml.safe_load(text))
+            break
+        except SpecError as error:
+            if doublings == _SIZE_DOUBLINGS or not recovered.dims:
+                problem = error.problems[0]
+                where = f"{problem.path}: " if problem.path else ""
+                raise _refuse(f"cannot describe this DenseNet as a spec: {where}{problem.message}", file) from None
+    _prove(spec, renamed, file)
+    params = static_pass(spec).params
+    return _text(recovered, _input(recovered, doublings), name, source, renamed.key_map.library, params, tensors)
+
+
+def _prove(spec: Spec, renamed: Renamed, file: str | None) -> None:
+    """Build the spec's network on the meta device and refuse unless it takes ``renamed`` strictly."""
+    with torch.device("meta"):
+        model = build_module(static_pass(spec))
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    problems = key_problems(expected, renamed)
+    if problems:
+        note = "; ".join(problem.message for problem in renaming_note(renamed))
+        found = "; ".join(problem.message for problem in problems)
+        raise _refuse(f"cannot describe this DenseNet as a spec: the recovered network does not take it: "
+                      f"{found}" + (f" ({note})" if note else ""), file)
+
+
+def spec_from_weights(path: str | Path) -> str:
+    """The spec (YAML text) whose network takes the checkpoint at ``path`` strictly.
+
+    Args:
+        path: a ``.pt``/``.pth`` state dict (read with ``weights_only=True``) or a
+            ``.safetensors`` file, with torchvision's, timm's or MONAI's key names.
+
+    Returns:
+        The spec as YAML; values the checkpoint cannot tell carry a comment saying so.
+
+    Raises:
+        SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
+            can describe (one line saying why).
+    """
+    return spec_from_state(remap_keys(read_state_dict(path)), source=Path(path).name, file=str(path))
