@@ -76,5 +76,5 @@ class Spec(Part):
         if preprocess.labels is not None and len(preprocess.labels) != self.head.outputs:
             raise PartError("preprocess.labels",
                             f"has {len(preprocess.labels)} labels for {self.head.outputs} outputs")
-        if (preprocess.resize or preprocess.crop) and self.input.type != "image":
-            raise PartError("preprocess", f"resize and crop apply to image input, not {self.input.type}")
+        if (preprocess.resize or preprocess.crop) and len(self.input.sample_shape()) != 3:
+            raise PartError("preprocess", f"resize and crop apply to 2D images, not {self.input.type} input")
