@@ -207,12 +207,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return load(model, path)
 
 
-def spec_from_weights(path: str | Path) -> str:
+def spec_from_weights(path: str | Path, *, out: str | Path | None = None) -> str:
     """The spec whose network takes a DenseNet checkpoint strictly, recovered from its tensor shapes.
 
     Args:
         path: a ``.pt``/``.pth`` state dict (read with ``torch.load(weights_only=True)``)
             or a ``.safetensors`` file, with torchvision's, timm's or MONAI's key names.
+        out: also write the spec there, atomically (nothing is written if the file is refused).
 
     Returns:
         The spec as YAML text. What shapes cannot tell (input size, strides, padding,
@@ -222,9 +223,14 @@ def spec_from_weights(path: str | Path) -> str:
         SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
             can describe; one line says why.
     """
+    from archspec.atomic import atomic_output
     from archspec.from_weights import spec_from_weights as recover
 
-    return recover(path)
+    text = recover(path)
+    if out is not None:
+        with atomic_output(out) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    return text
 
 
 def export_onnx(

@@ -138,12 +138,9 @@ def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembl
     kind = _norm_act(head)
     norm = blocks.norm_layer(width, kind, dims=spatial_dims(stage.in_shape))
     if norm is not None:
-        # torchvision calls the head's norm `features.norm5` after four blocks; a deep stem's
-        # own norm0…norm2 can take that number in a short network, so the next one is used.
-        number = assembly.result.dense_blocks + 1
-        while f"norm{number}" in assembly.features:
-            number += 1
-        assembly.features[f"norm{number}"] = norm
+        # torchvision, timm and MONAI all call the head's norm `features.norm5`, whatever
+        # the number of blocks (a deep stem's norms stop at norm4: see deep_stem.MAX_CONVS).
+        assembly.features["norm5"] = norm
     assembly.output = Output(
         name=name,
         linear=nn.Linear(width, stage.out_shape[0]),

@@ -134,14 +134,18 @@ def test_other_libraries_checkpoints_give_a_spec_with_their_outputs(tmp_path, na
     assert float(expected.abs().max()) > 0, f"{name}: a zero output proves nothing"
 
 
-@pytest.mark.xfail(strict=True, reason="torchvision, timm and MONAI name the head's norm `norm5` whatever the "
-                   "number of blocks; archspec's builder names it norm{blocks + 1} (norm4 here)")
 def test_torchvision_three_block_checkpoint(tmp_path):
-    reference = torchvision.models.DenseNet(growth_rate=12, block_config=(3, 4, 5), num_init_features=24,
-                                            bn_size=2)
+    # torchvision, timm and MONAI name the head's norm `norm5` whatever the number of blocks.
+    reference = randomize_state(torchvision.models.DenseNet(growth_rate=12, block_config=(3, 4, 5),
+                                                            num_init_features=24, bn_size=2)).eval()
     path = _save(reference, tmp_path / "w.pt")
     spec = _recovered(archspec.spec_from_weights(path))
-    archspec.load_weights(archspec.build(spec), path)
+    model = archspec.load_weights(archspec.build(spec), path).eval()
+    assert "features.norm5.weight" in model.state_dict()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        error = relative_error(model(x), reference(x))
+    assert error <= TOLERANCE, f"relative error {error:.2e}"
 
 
 def test_written_spec_says_what_the_checkpoint_cannot(tmp_path):

@@ -52,13 +52,18 @@ _DISPATCH = re.compile(
 )
 
 
+# from_weights.py runs the other way, from a checkpoint's tensors to a spec: choosing which
+# tag to write is its job.
+_WRITES_TAGS = ("from_weights.py",)
+
+
 def test_no_part_kind_dispatch_outside_the_homes() -> None:
     package = ROOT / "archspec"
     homes = package / "format" / "parts"
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in sorted(package.rglob("*.py"))
-        if homes not in path.parents
+        if homes not in path.parents and path.name not in _WRITES_TAGS
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if _DISPATCH.search(line)
     ]

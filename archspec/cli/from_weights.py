@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 import archspec
-from archspec.atomic import atomic_output
 
 
 @click.command("from-weights")
@@ -18,7 +17,5 @@ def command(checkpoint: str, output: str) -> None:
     Values a checkpoint cannot tell (input size, strides, pooling, activation) are written
     as defaults with a comment beside them. Nothing is written if CHECKPOINT is refused.
     """
-    text = archspec.spec_from_weights(checkpoint)
-    with atomic_output(output) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+    archspec.spec_from_weights(checkpoint, out=output)
     click.echo(f"{checkpoint}: wrote {output}")

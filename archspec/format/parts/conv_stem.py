@@ -35,10 +35,10 @@ class ConvStem(PooledStem):
         return (self.out_channels, *sizes)
 
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
-        check_norm(self.norm, self.out_channels, spatial_dims(in_shape), path)
         params = linear_params(in_shape[0], self.out_channels, self.bias, self.kernel_size, spatial_dims(in_shape))
         params += norm_params(self.out_channels, self.norm)
         out = spatial(path, in_shape, self._conv_shape(in_shape))
+        check_norm(self.norm, self.out_channels, out, path)
         return spatial(path, out, self.pooled(out, path)), params
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:

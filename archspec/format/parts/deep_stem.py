@@ -13,8 +13,9 @@ from archspec.format.parts.vocabulary import check_norm, norm_act_values, norm_p
 if TYPE_CHECKING:
     from archspec.format.shapes import Stage
 
-MAX_CONVS = 8
-"""Convolutions one deep stem may have: bounds the loops over them."""
+MAX_CONVS = 5
+"""Convolutions one deep stem may have: bounds the loops over them, and keeps its norms
+(``norm0``…``norm4``) clear of the head's ``norm5``."""
 
 
 class DeepStem(PooledStem):
@@ -51,10 +52,10 @@ class DeepStem(PooledStem):
         params = 0
         shape = in_shape
         for out in self._conv_shapes(in_shape):
-            check_norm(self.norm, out[0], dims, path)
             params += linear_params(shape[0], out[0], self.bias, self.kernel_size, dims)
             params += norm_params(out[0], self.norm)
             shape = spatial(path, shape, out)
+            check_norm(self.norm, out[0], out, path)
         return spatial(path, shape, self.pooled(shape, path)), params
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:

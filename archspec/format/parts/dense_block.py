@@ -95,7 +95,7 @@ class DenseBlock(StagePart):
         # Every width a norm sees is the block's input plus a multiple of the growth rate:
         # checking the first and the growth covers them all without a walk over the layers.
         for width in (in_shape[0], self.growth_rate, self.bottleneck or self.growth_rate):
-            check_norm(self.norm, width, dims, path)
+            check_norm(self.norm, width, in_shape, path)
         # A layer's parameters are affine in the width it reads, so the block's sum
         # has a closed form: no walk over the layers.
         fixed = self.layer_params(0, dims)
@@ -120,10 +120,11 @@ class DenseBlock(StagePart):
         working = 2 * output
         if efficient:
             # Every feature map lives once, in the block's output (shared storage); backward
-            # recomputes one layer at a time from a contiguous copy of its input.
+            # recomputes one layer at a time from a contiguous copy of its input, and holds
+            # that copy's gradient and the gradient through its norm as well (three widths).
             stored = 0
             last_width = stage.out_shape[0] - self.growth_rate
-            working += (stage_values(last_width) + last_width + fixed) * per_position
+            working += (stage_values(last_width) + 3 * last_width + fixed) * per_position
         else:
             summed = self._summed_widths(stage.in_shape[0])
             stored = (stage_values(summed) + self.num_layers * fixed) * per_position

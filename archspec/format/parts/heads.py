@@ -48,7 +48,7 @@ class _Head(StagePart):
         raise NotImplementedError
 
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
-        check_norm(self.norm, in_shape[0], spatial_dims(in_shape), path)
+        check_norm(self.norm, in_shape[0], in_shape, path)
         return (self.outputs,), norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], self.outputs, True)
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:

@@ -93,7 +93,7 @@ class Transition(StagePart):
             raise SpecError(
                 Problem(f"compression {self.compression} of {in_shape[0]} channels leaves none", path=path)
             )
-        check_norm(self.norm, in_shape[0], spatial_dims(in_shape), path)
+        check_norm(self.norm, in_shape[0], in_shape, path)
         if self.pool == "blur":
             check_blur(in_shape, path)
         params = norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], out_width, self.bias, 1,

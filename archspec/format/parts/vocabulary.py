@@ -79,12 +79,17 @@ def negative_slope(activation: Activation) -> float:
     return activation.negative_slope if isinstance(activation, LeakyReLU) else DEFAULT_SLOPE
 
 
-def check_norm(norm: Norm, width: int, spatial_dims: int, path: str) -> None:
-    """Refuse a norm that cannot normalise ``width`` channels here.
+def check_norm(norm: Norm, width: int, shape: tuple[int, ...], path: str) -> None:
+    """Refuse a norm that cannot normalise ``width`` channels of a ``shape`` sample here.
 
     Raises:
-        SpecError: groups that do not divide the width, or a layer norm on feature maps.
+        SpecError: groups that do not divide the width, a layer norm on feature maps, or an
+            instance norm on feature vectors or on a single position.
     """
+    spatial_dims = len(shape) - 1
+    positions = 1
+    for size in shape[1:]:
+        positions *= size
     groups = norm_groups(norm)
     if groups and width % groups:
         raise SpecError(Problem(f"group_norm with {groups} groups cannot split {width} channels", path=path))
@@ -94,6 +99,9 @@ def check_norm(norm: Norm, width: int, spatial_dims: int, path: str) -> None:
     if norm_name(norm) == "instance_norm" and not spatial_dims:
         raise SpecError(Problem("instance_norm normalises over positions and feature vectors have "
                                 "none; use layer_norm", path=path))
+    if norm_name(norm) == "instance_norm" and positions < 2:
+        raise SpecError(Problem(f"instance_norm needs more than one position per channel, got "
+                                f"{'×'.join(map(str, shape[1:]))}; use a larger input", path=path))
 
 
 def check_blur(shape: tuple[int, ...], path: str) -> None:
