@@ -1,0 +1,359 @@
+"""After the fp32 file is proven: the file a deployment asks for, and its proof against PyTorch.
+
+``settle`` checks the options before any long work (an int8 export without calibration
+inputs is refused, never calibrated on random data); ``deploy`` bakes the preprocessing
+into the graph if asked, converts to fp16 or int8, runs the result under onnxruntime and
+compares it with the fp32 PyTorch module. Errors are measured relative to the largest
+output PyTorch gives on each case: an fp16 or int8 file cannot meet an elementwise bound
+made for fp32 near zero, and what a user compares is the output as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper
+from torch import nn
+
+from archspec.errors import Problem, SpecError
+from archspec.exporters.calibration import batches, read_calibration
+from archspec.exporters.precision import check_fp16_activations, to_fp16, to_int8
+from archspec.exporters.preprocess_graph import bake_normalisation, check_bakeable, normalise, preprocess_metadata
+from archspec.format.schema import Spec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PRECISION_KEY = "archspec.precision"
+_CPU = "CPUExecutionProvider"
+_SEED = 0  # case i draws its input from seed _SEED + i, as the fp32 verification does
+
+
+@dataclass(frozen=True)
+class DeploymentTolerance:
+    """What a converted file must meet, against the fp32 PyTorch module on every case."""
+
+    max_relative_error: float | None
+    """Largest ``|file − torch|`` over the largest ``|torch|`` of the case; ``None``: not judged."""
+    min_top1_agreement: float | None = None
+    """Classifiers in int8: the share of inputs whose arg-max class agrees; ``None``: not judged."""
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_relative_error is not None:
+            parts.append(f"max error ≤ {self.max_relative_error:g} of the largest output")
+        if self.min_top1_agreement is not None:
+            parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
+        return ", ".join(parts)
+
+
+# fp32 with the normalisation baked in: one Sub and one Div more than PyTorch's arithmetic.
+BAKED_FP32_TOLERANCE = DeploymentTolerance(max_relative_error=1e-4)
+# fp16 keeps 11 significant bits (4.9e-4 relative); the tutorial and DenseNet-121 land near
+# 1e-3 of the largest logit in PyTorch's own fp16, so 1e-2 leaves a factor of ten.
+FP16_TOLERANCE = DeploymentTolerance(max_relative_error=1e-2)
+# int8 rounds every activation to 1 of 256 steps of its calibrated range: classifiers are judged
+# by their decisions, regressors by their error (the tabular MLP: a few per cent).
+INT8_CLASSIFIER_TOLERANCE = DeploymentTolerance(max_relative_error=None, min_top1_agreement=0.9)
+INT8_REGRESSOR_TOLERANCE = DeploymentTolerance(max_relative_error=0.1)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployment options, checked: what ``deploy`` makes of the fp32 graph."""
+
+    precision: str = "fp32"
+    calibration: np.ndarray | None = None
+    """int8: the checked calibration inputs (``read_calibration``)."""
+    calibration_file: str | None = None
+    io_fp16: bool = False
+    bake_preprocess: bool = False
+
+    @property
+    def transforms(self) -> bool:
+        """Whether the file differs from the fp32 graph (and so needs a check of its own)."""
+        return self.precision != "fp32" or self.bake_preprocess
+
+
+def settle(spec: Spec, *, precision: str = "fp32", calibration: str | Path | None = None,
+           io_fp16: bool = False, bake_preprocess: bool = False) -> Deployment:
+    """Check the deployment options against the spec, before the network is built.
+
+    Args:
+        spec: the validated spec.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        calibration: int8 only, and required there: a ``.npy`` array ``(N, *input shape)``
+            of inputs as the file takes them (unnormalised when ``bake_preprocess``).
+        io_fp16: fp16 only: the file's input and output are float16 too.
+        bake_preprocess: put the spec's ``(x − mean) / std`` into the graph.
+
+    Raises:
+        SpecError: one line: an unknown precision, int8 without calibration inputs, an option
+            that does not apply to the precision, a bad calibration array, or nothing to bake.
+    """
+    if precision not in PRECISIONS:
+        raise SpecError(Problem(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}",
+                                option="--precision"))
+    if precision == "int8" and calibration is None:
+        shape = ", ".join(map(str, spec.input.sample_shape()))
+        raise SpecError(Problem(f"int8 needs calibration inputs: --calibration FILE.npy, an array of shape "
+                                f"(N, {shape}); archspec does not calibrate on random data", option="--precision"))
+    if precision != "int8" and calibration is not None:
+        raise SpecError(Problem(f"calibration inputs apply to --precision int8, not {precision}",
+                                option="--calibration"))
+    if io_fp16 and precision != "fp16":
+        raise SpecError(Problem(f"float16 input and output apply to --precision fp16, not {precision}",
+                                option="--io"))
+    if bake_preprocess:
+        check_bakeable(spec)
+    inputs = None if calibration is None else read_calibration(calibration, spec.input.sample_shape())
+    return Deployment(precision=precision, calibration=inputs,
+                      calibration_file=None if calibration is None else str(calibration),
+                      io_fp16=io_fp16, bake_preprocess=bake_preprocess)
+
+
+@dataclass(frozen=True)
+class DeploymentCase:
+    """One input batch: how far the converted file landed from the fp32 PyTorch module."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    largest_output: float
+    """Largest ``|torch|``: the scale the error is measured against."""
+    max_abs_error: float | None
+    """Largest ``|file − torch|`` over the finite elements; ``None`` when the shapes differ."""
+    relative_error: float | None
+    """``max_abs_error / largest_output``."""
+    top1_agreement: float | None
+    """Classifiers: the share of inputs whose arg-max class is PyTorch's; ``None`` for regressors."""
+    non_finite: int
+    """Output elements NaN or infinite in the file's output (PyTorch's are checked finite first)."""
+    passed: bool
+
+    def describe(self) -> str:
+        """``batch 4 (4, 1, 96, 96): max error 6.6e-04 of the largest output 1.66, top-1 agreement 100% (ok)``."""
+        if self.max_abs_error is None:
+            return f"{self.name} {self.input_shape}: output shape differs from PyTorch's"
+        agreement = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
+        broken = f", {self.non_finite} not finite" if self.non_finite else ""
+        return (f"{self.name} {self.input_shape}: max error {self.relative_error:.2g} of the largest output "
+                f"{self.largest_output:.3g}{agreement}{broken} ({'ok' if self.passed else 'FAILED'})")
+
+
+@dataclass(frozen=True)
+class DeploymentCheck:
+    """The converted file against the fp32 PyTorch module: precision, inputs, tolerance, every case."""
+
+    precision: str
+    io_dtype: str
+    """``float32`` or ``float16``: the file's input and output."""
+    preprocess_baked: bool
+    inputs: str
+    """Where the inputs came from: seeded normal, seeded uniform in [0, 1), or the calibration file."""
+    tolerance: DeploymentTolerance
+    providers: tuple[str, ...]
+    """What ``session.get_providers()`` returned."""
+    cases: tuple[DeploymentCase, ...]
+    error: str | None = None
+    """Why onnxruntime could not load or run the file."""
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple[DeploymentCase, ...]:
+        return tuple(case for case in self.cases if not case.passed)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form stored in the file's metadata."""
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "io": self.io_dtype,
+            "preprocess_baked": self.preprocess_baked,
+            "inputs": self.inputs,
+            "provider": self.providers[0] if self.providers else None,
+            "tolerance": self.tolerance.describe(),
+            "max_relative_error": max((c.relative_error for c in self.cases if c.relative_error is not None),
+                                      default=None),
+            "min_top1_agreement": min((c.top1_agreement for c in self.cases if c.top1_agreement is not None),
+                                      default=None),
+            "error": self.error,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
+def tolerance_for(precision: str, *, classifier: bool) -> DeploymentTolerance:
+    """The tolerance a converted file is judged by (fp32 only ever reaches here baked)."""
+    if precision == "fp16":
+        return FP16_TOLERANCE
+    if precision == "int8":
+        return INT8_CLASSIFIER_TOLERANCE if classifier else INT8_REGRESSOR_TOLERANCE
+    return BAKED_FP32_TOLERANCE
+
+
+def _case_inputs(deployment: Deployment, shapes: Sequence[tuple[str, tuple[int, ...]]]
+                 ) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """Each case's input and where they come from: the calibration array for int8, else seeded draws."""
+    if deployment.precision == "int8":
+        assert deployment.calibration is not None
+        inputs = deployment.calibration
+        return (f"calibration array {deployment.calibration_file} ({len(inputs)} inputs)",
+                [(f"calibration ({len(inputs)} inputs)", inputs)])
+    cases = []
+    for index, (name, shape) in enumerate(shapes):
+        generator = torch.Generator().manual_seed(_SEED + index)
+        # Baked files take raw input in [0, 1]; the others normalised input, as PyTorch does.
+        draw = torch.rand if deployment.bake_preprocess else torch.randn
+        cases.append((name, draw(shape, generator=generator).numpy()))
+    source = "seeded uniform in [0, 1)" if deployment.bake_preprocess else "seeded standard normal"
+    return source, cases
+
+
+def _compare(name: str, input_shape: tuple[int, ...], actual: np.ndarray, expected: np.ndarray,
+             tolerance: DeploymentTolerance, classifier: bool) -> DeploymentCase:
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    largest = float(np.abs(expected).max(initial=0.0))
+    if actual.shape != expected.shape:
+        return DeploymentCase(name, input_shape, largest, None, None, None, int(actual.size), False)
+    finite = np.isfinite(actual)
+    difference = np.abs(np.where(finite, actual, 0.0) - expected)
+    max_abs = float(difference.max(initial=0.0))
+    relative = max_abs / max(largest, np.finfo(np.float32).tiny)
+    agreement = None
+    if classifier and expected.ndim == 2:
+        agreement = float(np.mean(np.argmax(actual, axis=1) == np.argmax(expected, axis=1)))
+    passed = bool(finite.all())
+    if tolerance.max_relative_error is not None:
+        passed = passed and relative <= tolerance.max_relative_error
+    if tolerance.min_top1_agreement is not None and agreement is not None:
+        passed = passed and agreement >= tolerance.min_top1_agreement
+    return DeploymentCase(name, input_shape, largest, max_abs, relative, agreement, int((~finite).sum()), passed)
+
+
+def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Deployment,
+          shapes: Sequence[tuple[str, tuple[int, ...]]], *,
+          providers: Sequence[str | tuple[str, dict[str, str]]] = (_CPU,),
+          progress: Callable[[str], None] = lambda _: None) -> DeploymentCheck:
+    """Run the converted ``model`` under onnxruntime and compare it with the fp32 ``module``.
+
+    Args:
+        model: the file's graph, as ``deploy`` made it.
+        module: the fp32 PyTorch network, in eval mode.
+        spec: the spec (its head says classifier or regressor; its preprocess, the normalisation).
+        deployment: the settled options.
+        shapes: ``(name, input shape)`` of each seeded case (the fp32 verification's cases);
+            int8 is compared on its calibration inputs instead.
+        providers: the onnxruntime providers to ask for.
+        progress: called with a short description before each step.
+
+    Raises:
+        SpecError: fp16 output NaN or infinite where PyTorch's is finite (fp16 overflow).
+    """
+    classifier = spec.head.output_name == "logits"
+    tolerance = tolerance_for(deployment.precision, classifier=classifier)
+    source, cases = _case_inputs(deployment, shapes)
+    sample_shape = spec.input.sample_shape()
+    io_dtype = np.float16 if deployment.io_fp16 else np.float32
+    results: list[DeploymentCase] = []
+    ran: tuple[str, ...] = ()
+
+    def report(error: str | None = None) -> DeploymentCheck:
+        return DeploymentCheck(deployment.precision, np.dtype(io_dtype).name, deployment.bake_preprocess, source,
+                               tolerance, ran, tuple(results), error)
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
+    except Exception as error:  # onnxruntime's own error types for a file it cannot load
+        return report(f"onnxruntime could not load the file: {_first_line(error)}")
+    ran = tuple(session.get_providers())
+    input_name = session.get_inputs()[0].name
+    module.eval()
+    for name, inputs in cases:
+        progress(f"checking {deployment.precision} on {name}")
+        taken = normalise(inputs, spec.preprocess, sample_shape) if deployment.bake_preprocess else inputs
+        expected, actual = [], []
+        try:
+            for part, taken_part in zip(batches(inputs), batches(taken)):
+                with torch.no_grad():
+                    expected.append(module(torch.from_numpy(taken_part)).numpy())
+                actual.append(session.run(None, {input_name: part.astype(io_dtype)})[0])
+        except Exception as error:  # onnxruntime's own types for a file it cannot run
+            return report(f"onnxruntime could not run the file: {_first_line(error)}")
+        reference = np.concatenate(expected)
+        result = _compare(name, tuple(inputs.shape), np.concatenate(actual), reference, tolerance, classifier)
+        if deployment.precision == "fp16" and result.non_finite and np.isfinite(reference).all():
+            raise SpecError(Problem(f"fp16 overflow: {result.non_finite} of the fp16 file's outputs on {name} are "
+                                    f"NaN or infinite where PyTorch's are finite (largest {result.largest_output:.3g})",
+                                    option="--precision"))
+        results.append(result)
+    return report()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def deploy(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Deployment,
+           shapes: Sequence[tuple[str, tuple[int, ...]]], *,
+           providers: Sequence[str | tuple[str, dict[str, str]]] = (_CPU,),
+           progress: Callable[[str], None] = lambda _: None) -> tuple[onnx.ModelProto, DeploymentCheck | None]:
+    """The file a deployment asks for, made from the proven fp32 graph, and its check.
+
+    Args:
+        model: the fp32 graph, already verified against ``module``.
+        module: the fp32 PyTorch network it came from, in eval mode.
+        spec: the validated spec.
+        deployment: from ``settle``.
+        shapes: ``(name, input shape)`` of each seeded case for fp16 and baked fp32.
+        providers: the onnxruntime providers the check asks for.
+        progress: called with a short description as each long step starts.
+
+    Returns:
+        The graph to write, its metadata holding ``archspec.precision`` and, when the spec
+        has a preprocess, ``archspec.preprocess`` and ``archspec.preprocess_baked``; and the
+        check (``None`` when the graph is the fp32 one unchanged). A check that did not pass
+        is returned, not raised: the caller reports it and writes nothing.
+
+    Raises:
+        SpecError: fp16 overflow (a weight, an activation or an output beyond 65504).
+    """
+    sample_shape = spec.input.sample_shape()
+    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata.update({PRECISION_KEY: deployment.precision,
+                     **preprocess_metadata(spec, baked=deployment.bake_preprocess)})
+    result = model
+    if deployment.bake_preprocess:
+        assert spec.preprocess is not None
+        result = bake_normalisation(result, spec.preprocess, sample_shape)
+    if deployment.precision == "fp16":
+        progress("checking the activations fit fp16")
+        _, cases = _case_inputs(deployment, shapes)
+        taken = [normalise(x, spec.preprocess, sample_shape) if deployment.bake_preprocess else x for _, x in cases]
+        check_fp16_activations(module, taken)
+        progress("converting to fp16")
+        result = to_fp16(result, io_fp16=deployment.io_fp16)
+    elif deployment.precision == "int8":
+        assert deployment.calibration is not None
+        progress(f"calibrating int8 on {len(deployment.calibration)} inputs")
+        result = to_int8(result, deployment.calibration)
+    verdict = None
+    if deployment.transforms:
+        verdict = check(result, module, spec, deployment, shapes, providers=providers, progress=progress)
+        metadata["archspec.deployment_check"] = json.dumps(verdict.summary(), sort_keys=True)
+    helper.set_model_props(result, metadata)
+    return result, verdict

@@ -1,0 +1,411 @@
+"""Deployment files made from a verified fp32 export: fp16, int8, and the preprocessing in the file.
+
+The fp32 files are made with the public API (``archspec.export_onnx``) from seeded random
+weights with non-trivial norm statistics (``tests/nontrivial.py``), once per module; every
+test converts or checks them with ``archspec.exporters.deployment``. Measured figures are
+in the comments (onnxruntime 1.31.1 CPU provider, torch 2.14.1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import archspec
+from archspec.exporters.calibration import read_calibration
+from archspec.exporters.deployment import (
+    FP16_TOLERANCE,
+    INT8_CLASSIFIER_TOLERANCE,
+    INT8_REGRESSOR_TOLERANCE,
+    PRECISION_KEY,
+    Deployment,
+    check,
+    deploy,
+    settle,
+)
+from archspec.exporters.precision import to_fp16
+from archspec.exporters.preprocess_graph import BAKED_KEY, PREPROCESS_KEY, normalise, preprocess_metadata
+from tests.conftest import ROOT
+from tests.nontrivial import randomize_state
+
+pytestmark = pytest.mark.onnx
+
+SPECS = ROOT / "specs"
+TUTORIAL = SPECS / "tutorial.yaml"
+# A small tabular regressor with a preprocess, so that regression and feature-wise
+# normalisation are covered without exporting the 2.9M-parameter MLP.
+SMALL_TABULAR = ("input.features=4", "stem.hidden=[16, 32]", "defaults.growth_rate=8",
+                 "preprocess={mean: [0.1, 0.2, 0.3, 0.4], std: [1, 2, 3, 4]}")
+TUTORIAL_CASES = (("batch 1", (1, 1, 96, 96)), ("batch 4", (4, 1, 96, 96)))
+TABULAR_CASES = (("batch 1", (1, 4)), ("batch 4", (4, 4)))
+CALIBRATION_INPUTS = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Two test workers share two cores: oversubscribed torch threads spin on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Exported:
+    """An fp32 file made by ``archspec.export_onnx``, the spec and the module holding the same weights."""
+
+    def __init__(self, folder: Path, spec_path: Path, overrides: tuple[str, ...] = ()):
+        self.spec = archspec.load_spec(spec_path, overrides)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the convolutions' init: the figures in the comments are reproducible
+            self.module = randomize_state(archspec.build(self.spec), seed=3).eval()
+        weights = folder / "weights.pt"
+        torch.save(self.module.state_dict(), weights)
+        self.path = folder / "fp32.onnx"
+        archspec.export_onnx(self.spec, self.path, weights=weights, provider="cpu")
+        self.model = onnx.load(self.path)
+        self.bytes = self.path.stat().st_size
+        self.folder = folder
+
+    def calibration(self, name: str = "calibration.npy", *, uniform: bool = False) -> Path:
+        """Seeded inputs of the spec's shape: normal (as the module takes them) or uniform in [0, 1)."""
+        rng = np.random.default_rng(7)
+        shape = (CALIBRATION_INPUTS, *self.spec.input.sample_shape())
+        values = rng.random(shape) if uniform else rng.standard_normal(shape)
+        path = self.folder / name
+        np.save(path, values.astype(np.float32))
+        return path
+
+
+@pytest.fixture(scope="module")
+def tutorial(tmp_path_factory) -> Exported:
+    return Exported(tmp_path_factory.mktemp("tutorial"), TUTORIAL)
+
+
+@pytest.fixture(scope="module")
+def tabular(tmp_path_factory) -> Exported:
+    return Exported(tmp_path_factory.mktemp("tabular"), SPECS / "mlp_tabular.yaml", SMALL_TABULAR)
+
+
+@pytest.fixture(scope="module")
+def tutorial_fp16(tutorial):
+    return deploy(tutorial.model, tutorial.module, tutorial.spec, settle(tutorial.spec, precision="fp16"),
+                  TUTORIAL_CASES)
+
+
+@pytest.fixture(scope="module")
+def tutorial_int8(tutorial):
+    deployment = settle(tutorial.spec, precision="int8", calibration=tutorial.calibration())
+    return deploy(tutorial.model, tutorial.module, tutorial.spec, deployment, TUTORIAL_CASES)
+
+
+def _size_ratio(model: onnx.ModelProto, exported: Exported) -> float:
+    return len(model.SerializeToString()) / exported.bytes
+
+
+def _metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [node.op_type for node in model.graph.node]
+
+
+def _elem_types(model: onnx.ModelProto) -> tuple[int, int]:
+    return (model.graph.input[0].type.tensor_type.elem_type, model.graph.output[0].type.tensor_type.elem_type)
+
+
+# ---- fp16 -----------------------------------------------------------------------------
+
+
+def test_fp16_file_is_half_the_size_and_within_its_tolerance(tutorial, tutorial_fp16):
+    model, verdict = tutorial_fp16
+    onnx.checker.check_model(model, full_check=True)
+    assert _size_ratio(model, tutorial) <= 0.55, f"{_size_ratio(model, tutorial):.3f}× the fp32 file"  # 0.507
+    assert _elem_types(model) == (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT), "io stays float32 by default"
+    assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
+    assert verdict.tolerance == FP16_TOLERANCE and FP16_TOLERANCE.max_relative_error == 1e-2
+    assert [(case.name, case.input_shape) for case in verdict.cases] == list(TUTORIAL_CASES)
+    for case in verdict.cases:
+        # Measured 5.8e-4 and 6.0e-4 of the largest logit (1.65, 1.68): fp16's rounding, not a bug.
+        assert case.relative_error is not None and 1e-5 < case.relative_error < 2e-3, case.describe()
+        assert case.top1_agreement == 1.0 and case.non_finite == 0, case.describe()
+    assert verdict.summary()["tolerance"] == "max error ≤ 0.01 of the largest output"
+
+
+def test_fp16_weights_are_fp16_and_batch_norms_after_a_conv_are_folded(tutorial, tutorial_fp16):
+    model, _ = tutorial_fp16
+    kinds = {t.data_type for t in model.graph.initializer if t.data_type in (1, 10)}
+    assert kinds == {onnx.TensorProto.FLOAT16}, "every float weight is stored as fp16"
+    # The tutorial has 21 BatchNorms: norm0 follows conv0 and folds into it; the 16 layer
+    # norms, 3 transition norms and norm5 follow a concatenation or pooling and stay.
+    assert _ops(tutorial.model).count("BatchNormalization") == 21
+    assert _ops(model).count("BatchNormalization") == 20
+    assert "features.norm0" not in {node.name for node in model.graph.node}
+
+
+def test_fp16_io_option_makes_input_and_output_float16(tutorial):
+    deployment = settle(tutorial.spec, precision="fp16", io_fp16=True)
+    model, verdict = deploy(tutorial.model, tutorial.module, tutorial.spec, deployment, TUTORIAL_CASES[1:])
+    assert _elem_types(model) == (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT16)
+    assert verdict is not None and verdict.passed and verdict.io_dtype == "float16", verdict.cases
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": np.zeros((2, 1, 96, 96), np.float16)})
+    assert output.dtype == np.float16 and output.shape == (2, 10)
+
+
+def _overflowing(tutorial: Exported) -> torch.nn.Module:
+    """The tutorial's module with classifier weights ×4e5: weights stay below 25,400, logits pass 65504."""
+    module = archspec.build(tutorial.spec).eval()
+    module.load_state_dict(tutorial.module.state_dict())
+    with torch.no_grad():
+        module.classifier.weight.mul_(4e5)
+    return module
+
+
+def test_fp16_refuses_a_network_whose_outputs_overflow(tutorial, tmp_path):
+    module = _overflowing(tutorial)
+    weights = tmp_path / "w.pt"
+    torch.save(module.state_dict(), weights)
+    path = tmp_path / "big.onnx"
+    archspec.export_onnx(tutorial.spec, path, weights=weights, provider="cpu")  # fine in fp32
+    with pytest.raises(archspec.SpecError) as caught:
+        deploy(onnx.load(path), module, tutorial.spec, settle(tutorial.spec, precision="fp16"), TUTORIAL_CASES)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith("--precision: fp16 overflow: classifier reaches ")
+    assert message.endswith(" on the verification inputs, beyond fp16's largest value 65504; export in fp32 or int8")
+
+
+def test_fp16_refuses_weights_beyond_its_range(tutorial, tmp_path):
+    module = archspec.build(tutorial.spec).eval()
+    module.load_state_dict(tutorial.module.state_dict())
+    norm = module.features.denseblock1.denselayer1.norm
+    with torch.no_grad():
+        norm.running_var[0] = 1e6  # a norm after a concatenation: stays a node, its variance an initializer
+    weights, path = tmp_path / "w.pt", tmp_path / "var.onnx"
+    torch.save(module.state_dict(), weights)
+    archspec.export_onnx(tutorial.spec, path, weights=weights, provider="cpu")
+    with pytest.raises(archspec.SpecError) as caught:
+        deploy(onnx.load(path), module, tutorial.spec, settle(tutorial.spec, precision="fp16"), TUTORIAL_CASES)
+    assert str(caught.value) == ("--precision: fp16 overflow: weight features.denseblock1.denselayer1.norm.running_var "
+                                 "holds 1e+06, beyond fp16's largest value 65504")
+
+
+def test_fp16_output_overflow_is_refused_even_past_the_activation_check(tutorial):
+    # The check itself refuses infinite fp16 outputs where PyTorch's are finite: here the
+    # conversion is called directly, without deploy's activation check in front. With a
+    # float16 output even the CPU provider shows the overflow; with a float32 one it runs
+    # the last Gemm in fp32 (it has no fp16 kernel) and drops the casts around it.
+    module = _overflowing(tutorial)
+    model = to_fp16(_fp32_graph(tutorial, module), io_fp16=True)
+    with pytest.raises(archspec.SpecError) as caught:
+        check(model, module, tutorial.spec, Deployment(precision="fp16", io_fp16=True), TUTORIAL_CASES[:1])
+    assert str(caught.value).startswith("--precision: fp16 overflow: ")
+    assert "of the fp16 file's outputs on batch 1 are NaN or infinite where PyTorch's are finite" in str(caught.value)
+
+
+def _fp32_graph(tutorial: Exported, module: torch.nn.Module) -> onnx.ModelProto:
+    """The tutorial's fp32 graph holding ``module``'s classifier weights."""
+    model = onnx.ModelProto()
+    model.CopyFrom(tutorial.model)
+    for tensor in model.graph.initializer:
+        if tensor.name == "classifier.weight":
+            tensor.CopyFrom(onnx.numpy_helper.from_array(module.classifier.weight.detach().numpy(), tensor.name))
+    return model
+
+
+# ---- int8 -----------------------------------------------------------------------------
+
+
+def test_int8_file_is_a_third_of_the_size_and_agrees_on_the_calibration_inputs(tutorial, tutorial_int8):
+    model, verdict = tutorial_int8
+    onnx.checker.check_model(model, full_check=True)
+    assert _size_ratio(model, tutorial) <= 0.35, f"{_size_ratio(model, tutorial):.3f}× the fp32 file"  # 0.292
+    assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
+    assert verdict.tolerance == INT8_CLASSIFIER_TOLERANCE and verdict.tolerance.min_top1_agreement == 0.9
+    (case,) = verdict.cases
+    assert case.name == f"calibration ({CALIBRATION_INPUTS} inputs)"
+    assert case.input_shape == (CALIBRATION_INPUTS, 1, 96, 96)
+    assert case.top1_agreement == 1.0, case.describe()  # 16 of 16
+    # Measured 1.6e-2 of the largest logit: int8 rounds each activation to 1/255 of its range.
+    assert case.relative_error is not None and 1e-3 < case.relative_error < 5e-2, case.describe()
+    assert verdict.inputs.startswith("calibration array ") and verdict.inputs.endswith(f" ({CALIBRATION_INPUTS} inputs)")
+
+
+def test_int8_is_qdq_with_per_channel_weights(tutorial, tutorial_int8):
+    model, _ = tutorial_int8
+    ops = _ops(model)
+    assert ops.count("Conv") == 20 and ops.count("Gemm") == 1
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    initializers = {t.name: t for t in model.graph.initializer}
+    conv1 = next(n for n in model.graph.node if n.op_type == "Conv"
+                 and n.name.startswith("features.denseblock1.denselayer1"))
+    weight_dq = next(n for n in model.graph.node if n.output[0] == conv1.input[1])
+    assert weight_dq.op_type == "DequantizeLinear"
+    scale, quantized = initializers[weight_dq.input[1]], initializers[weight_dq.input[0]]
+    assert tuple(scale.dims) == (32,), "one scale per output channel (growth rate 32)"
+    assert quantized.data_type == onnx.TensorProto.INT8
+    activation_q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    assert initializers[activation_q.input[2]].data_type == onnx.TensorProto.UINT8, "u8 activations"
+
+
+def test_int8_regressor_is_judged_by_its_relative_error(tabular):
+    deployment = settle(tabular.spec, precision="int8", calibration=tabular.calibration())
+    model, verdict = deploy(tabular.model, tabular.module, tabular.spec, deployment, TABULAR_CASES)
+    assert verdict is not None and verdict.tolerance == INT8_REGRESSOR_TOLERANCE
+    (case,) = verdict.cases
+    assert case.top1_agreement is None, "a regressor has no classes"
+    assert case.relative_error is not None and case.relative_error <= 0.1, case.describe()
+    assert verdict.passed
+    # No size bound here: in a network this small, scales and zero points outweigh the weights saved.
+
+
+def test_int8_check_can_fail(tutorial, tutorial_int8, tabular):
+    # A random network picks nearly the same class for every input (its pooled features vary
+    # by a few per cent between inputs, its biases by more), so top-1 agreement says that the
+    # file keeps the network's decisions, and the relative error is the sharper figure. A
+    # module whose classifier biases are rotated decides otherwise: the check must see that.
+    model, _ = tutorial_int8
+    stranger = archspec.build(tutorial.spec).eval()
+    stranger.load_state_dict(tutorial.module.state_dict())
+    with torch.no_grad():
+        stranger.classifier.bias.copy_(torch.roll(stranger.classifier.bias, 1) * 10)
+    deployment = settle(tutorial.spec, precision="int8", calibration=tutorial.calibration())
+    verdict = check(model, stranger, tutorial.spec, deployment, ())
+    assert not verdict.passed and verdict.cases[0].top1_agreement < 0.9, verdict.cases[0].describe()
+    assert verdict.cases[0].describe().endswith("(FAILED)")
+
+
+# ---- preprocess -------------------------------------------------------------------------
+
+
+def test_preprocess_metadata_is_the_spec_preprocess_as_json(tutorial_fp16, tabular):
+    model, _ = tutorial_fp16
+    meta = _metadata(model)
+    assert meta[PREPROCESS_KEY] == '{"mean": [0.286], "std": [0.353]}'
+    assert meta[BAKED_KEY] == "false" and meta[PRECISION_KEY] == "fp16"
+    assert json.loads(meta["archspec.deployment_check"])["passed"] is True
+    assert meta["archspec.spec_sha256"], "the fp32 export's metadata is kept"
+    no_preprocess = archspec.load_spec(SPECS / "mlp_tabular.yaml")
+    assert preprocess_metadata(no_preprocess, baked=False) == {}
+    densenet = archspec.load_spec(SPECS / "densenet121.yaml")
+    assert json.loads(preprocess_metadata(densenet, baked=True)[PREPROCESS_KEY]) == {
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "resize": 256, "crop": 224}
+
+
+def test_baked_file_takes_raw_input_and_matches_pytorch_on_normalised_input(tutorial):
+    model, verdict = deploy(tutorial.model, tutorial.module, tutorial.spec,
+                            settle(tutorial.spec, bake_preprocess=True), TUTORIAL_CASES)
+    onnx.checker.check_model(model, full_check=True)
+    assert _ops(model)[:2] == ["Sub", "Div"] and model.graph.input[0].name == "input"
+    assert _metadata(model)[BAKED_KEY] == "true" and _metadata(model)[PRECISION_KEY] == "fp32"
+    assert verdict is not None and verdict.passed and verdict.inputs == "seeded uniform in [0, 1)"
+    for case in verdict.cases:  # measured 5.5e-7 of the largest logit
+        assert case.relative_error is not None and case.relative_error < 1e-5, case.describe()
+    # Independently: the baked file on raw pixels equals the plain file on normalised ones.
+    raw = np.random.default_rng(1).random((3, 1, 96, 96), dtype=np.float32)
+    baked = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(tutorial.path), providers=["CPUExecutionProvider"])
+    (got,) = baked.run(None, {"input": raw})
+    (want,) = plain.run(None, {"input": (raw - np.float32(0.286)) / np.float32(0.353)})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_baking_with_fp16_and_on_feature_vectors(tutorial, tabular):
+    _, verdict = deploy(tutorial.model, tutorial.module, tutorial.spec,
+                        settle(tutorial.spec, precision="fp16", bake_preprocess=True), TUTORIAL_CASES[:1])
+    assert verdict is not None and verdict.passed and verdict.preprocess_baked, verdict.cases
+    calibration = tabular.calibration("raw.npy", uniform=True)  # a baked int8 file calibrates on raw input
+    deployment = settle(tabular.spec, precision="int8", calibration=calibration, bake_preprocess=True)
+    model, verdict = deploy(tabular.model, tabular.module, tabular.spec, deployment, TABULAR_CASES)
+    assert verdict is not None and verdict.passed, verdict.cases
+    raw = np.load(calibration)[:2]
+    expected = tabular.module(torch.from_numpy(normalise(raw, tabular.spec.preprocess, (4,)))).detach().numpy()
+    (got,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": raw})
+    assert np.abs(got - expected).max() <= 0.1 * np.abs(expected).max()
+
+
+# ---- refusals ---------------------------------------------------------------------------
+
+
+def test_refused_options_are_one_line_each():
+    spec = archspec.load_spec(TUTORIAL)
+    tabular = archspec.load_spec(SPECS / "mlp_tabular.yaml")
+    cases = [
+        (dict(precision="int8"), "--precision: int8 needs calibration inputs: --calibration FILE.npy, an array "
+                                 "of shape (N, 1, 96, 96); archspec does not calibrate on random data"),
+        (dict(precision="bf16"), "--precision: unknown precision 'bf16'; choose one of fp32, fp16, int8"),
+        (dict(precision="fp16", calibration="c.npy"),
+         "--calibration: calibration inputs apply to --precision int8, not fp16"),
+        (dict(precision="fp32", io_fp16=True), "--io: float16 input and output apply to --precision fp16, not fp32"),
+    ]
+    for options, message in cases:
+        with pytest.raises(archspec.SpecError) as caught:
+            settle(spec, **options)
+        assert str(caught.value) == message
+    with pytest.raises(archspec.SpecError) as caught:
+        settle(tabular, bake_preprocess=True)
+    assert str(caught.value) == ("--bake-preprocess: the spec declares no preprocess mean and std to put into the "
+                                 "graph; add preprocess: {mean: [...], std: [...]}")
+
+
+def _bad_arrays(folder: Path) -> list[tuple[Path, str]]:
+    good = np.zeros((2, 1, 96, 96), np.float32)
+    nan = good.copy()
+    nan[1, 0, 3, 4] = np.nan
+    inf = good.copy()
+    inf[0, 0, 0, 1] = np.inf
+    inf[1, 0, 0, 0] = -np.inf
+    cases = {
+        "shape.npy": (np.zeros((2, 3, 96, 96), np.float32),
+                      "shape (2, 3, 96, 96); expected (N, 1, 96, 96): N inputs of the spec's input shape"),
+        "rank.npy": (np.zeros((1, 96, 96), np.float32),
+                     "shape (1, 96, 96); expected (N, 1, 96, 96): N inputs of the spec's input shape"),
+        "dtype.npy": (np.zeros((2, 1, 96, 96), np.uint8),
+                      "dtype uint8; calibration inputs are floating point (float32), as the file takes them"),
+        "empty.npy": (np.zeros((0, 1, 96, 96), np.float32),
+                      "shape (0, 1, 96, 96) holds no inputs; expected (N, 1, 96, 96) with N ≥ 1"),
+        "nan.npy": (nan, "1 NaN value (first at index (1, 0, 3, 4)); calibration inputs must be finite"),
+        "inf.npy": (inf, "2 infinite values (first at index (0, 0, 0, 1)); calibration inputs must be finite"),
+        "big.npy": (np.full((1, 1, 96, 96), 1e300),
+                    "9,216 infinite values (first at index (0, 0, 0, 0)); calibration inputs must be finite"),
+        "objects.npy": (np.array([[1.0], "x"], dtype=object),
+                        "dtype object (pickled Python objects); calibration inputs are floating point (float32), "
+                        "as the file takes them"),
+    }
+    made = []
+    for name, (array, message) in cases.items():
+        np.save(folder / name, array, allow_pickle=True)
+        made.append((folder / name, message))
+    np.savez(folder / "archive.npz", x=good)
+    made.append((folder / "archive.npz", "an .npz archive; give one array saved with numpy.save (.npy)"))
+    (folder / "text.npy").write_text("not numpy")
+    made.append((folder / "text.npy", "not a .npy file (numpy.save writes one)"))
+    np.save(folder / "cut.npy", good)
+    (folder / "cut.npy").write_bytes((folder / "cut.npy").read_bytes()[:1000])
+    made.append((folder / "cut.npy", "not a readable .npy array: Failed to read all data for array. Expected "
+                                     "(2, 1, 96, 96) = 18432 elements, could only read 218 elements. (file seems "
+                                     "not fully written?)"))
+    made.append((folder / "missing.npy", "cannot read the calibration array: No such file or directory"))
+    made.append((folder, "cannot read the calibration array: it is a directory"))
+    return made
+
+
+def test_bad_calibration_arrays_are_refused_with_one_line(tmp_path):
+    spec = archspec.load_spec(TUTORIAL)
+    for path, message in _bad_arrays(tmp_path):
+        with pytest.raises(archspec.SpecError) as caught:
+            settle(spec, precision="int8", calibration=path)
+        assert str(caught.value) == f"{path}: {message}", path.name
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((3, 1, 96, 96)))  # float64 is taken, as float32
+    inputs = read_calibration(good, (1, 96, 96))
+    assert inputs.dtype == np.float32 and inputs.shape == (3, 1, 96, 96) and inputs.flags.c_contiguous
