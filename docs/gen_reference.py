@@ -123,12 +123,24 @@ def reference() -> str:
     top = {**schema, "required": schema["then"]["required"]}
     lines = [INTRO, "## The spec", "", " ".join(schema["description"].split()), "",
              *_table(top, defs), ""]
+    def section(name: str) -> list[str]:
+        model = defs[name]
+        return [f"### {name}", "", " ".join(model["description"].split()).replace("``", "`"),
+                "", *_table(model, defs), ""]
+
+    placed = set()
     for field, names in sections(schema):
         lines += [f"## Parts of `{field}`", ""]
         for name in names:
-            model = defs[name]
-            lines += [f"### {name}", "", " ".join(model["description"].split()).replace("``", "`"),
-                      "", *_table(model, defs), ""]
+            lines += section(name)
+            placed.add(name)
+    # Values with fields of their own (`{type: group_norm, groups: 8}`) are linked from the
+    # tables above, so each needs a section too, or the link leads nowhere.
+    values = [name for name in defs if name not in placed]
+    if values:
+        lines += ["## Values with fields", ""]
+        for name in values:
+            lines += section(name)
     return "\n".join(lines)
 
 
