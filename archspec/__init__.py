@@ -248,6 +248,7 @@ def export_onnx(
     progress: Callable[[str], None] | None = None,
     max_params: int = DEFAULT_MAX_PARAMS,
     max_memory: int | None = None,
+    exporter: str = "archspec",
 ) -> ExportReport:
     """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
 
@@ -259,7 +260,8 @@ def export_onnx(
         out: where the ``.onnx`` file goes; its directory must exist.
         overrides: ``PATH=VALUE`` assignments applied before validation.
         weights: a state dict file to load first (see ``load_weights``); none means fresh weights.
-        opset: ONNX opset to target; none means the exporter's default.
+        opset: the ONNX opset the file is written at, exactly: 13 to the newest the
+            installed onnx defines (with ``verify``, the newest onnxruntime runs); none means 20.
         batch_size: the larger verification batch when dynamic (at least 2), the
             fixed batch when ``static``.
         static: fix batch, height and width instead of leaving them dynamic.
@@ -270,16 +272,20 @@ def export_onnx(
         max_params: most parameters the resource guard allows (default 2×10⁹).
         max_memory: most bytes the parameters and a forward pass at the larger
             verification batch may take; ``None``: this machine's physical memory.
+        exporter: ``archspec`` writes the graph from the spec; ``torch`` uses
+            ``torch.onnx.export`` (dynamo, then TorchScript if that fails).
 
     Returns:
-        The ``ExportReport``: exporter, opset, input dims, file size, versions and
-        every verification case's max abs and rel error. ``to_json()`` serialises it.
+        The ``ExportReport``: exporter, opset, input dims, file size, versions, every
+        verification case's max abs and rel error, and onnxruntime's milliseconds per
+        batch at batch 1 and the larger batch. ``to_json()`` serialises it.
 
     Raises:
-        SpecError: bad spec, override, weights, output path or provider, or a spec
-            over the resource guard's limits (see ``build``).
+        SpecError: bad spec, override, weights, output path, provider, opset or exporter,
+            or a spec over the resource guard's limits (see ``build``).
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
-        RunError: the exporter itself failed.
+        RunError: the exporter itself failed (the torch exporter, or one that wrote
+            another opset than the one asked for).
     """
     from archspec.exporters.onnx import export_onnx as export
 
@@ -298,4 +304,5 @@ def export_onnx(
         tolerance=tolerance or FP32_TOLERANCE,
         verify_output=verify,
         progress=progress or (lambda _: None),
+        exporter=exporter,
     )

@@ -1,7 +1,9 @@
-"""``archspec export``: output lines, exit codes 0/1/2, provider fallback, and nothing half-written."""
+"""``archspec export``: output lines, exit codes 0/1/2/130, provider fallback, opsets, and nothing
+half-written, Ctrl-C included."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -9,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import onnx
@@ -20,11 +21,14 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 import archspec
+from archspec.cli import export as export_command
 from archspec.cli import main
 from archspec.exporters import onnx as onnx_exporter
+from archspec.exporters.emitters import EMITTERS
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state
 from tests.refused_open import refuse_open
+from tests.threads import one_torch_thread  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.onnx
 
@@ -55,8 +59,8 @@ def exported_as(monkeypatch):
     """Make the exporter return a given model, so a test runs the rest of the pipeline on it quickly."""
 
     def use(model: onnx.ModelProto) -> None:
-        monkeypatch.setattr(onnx_exporter, "_export", lambda *_: (onnx.ModelProto.FromString(
-            model.SerializeToString()), "dynamo", None))
+        monkeypatch.setattr(onnx_exporter, "_export", lambda *_, **__: (onnx.ModelProto.FromString(
+            model.SerializeToString()), "archspec", None))
 
     return use
 
@@ -76,12 +80,17 @@ def test_export_writes_file_report_and_lines(tutorial):
     # channels (the stage widths in its header), plus the graph and metadata
     assert 4 * (758_226 + 6_608) <= size <= 4 * (758_226 + 6_608) + 500_000, size
     lines = result.output.splitlines()
-    assert lines[0] == f"wrote {folder / 'tutorial.onnx'}: {size / 1e6:.1f} MB, 758,226 parameters, opset 20, dynamo exporter"
+    assert lines[0] == f"wrote {folder / 'tutorial.onnx'}: {size / 1e6:.1f} MB, 758,226 parameters, opset 20, archspec exporter"
     assert lines[1] == "input (batch, 1, height, width) -> logits"
     assert lines[2] == "verified on CPUExecutionProvider (CPU provider requested), rtol 0.001, atol 0.0001:"
     for line, shape in zip(lines[3:], ["batch 1 (1, 1, 96, 96)", "batch 2 (2, 1, 96, 96)", "batch 2 at 72×60 (2, 1, 72, 60)"]):
         assert re.fullmatch(rf"  {re.escape(shape)}: max abs error {NUMBER}, max rel error {NUMBER} \(ok\)", line), line
-    assert len(lines) == 6
+    assert re.fullmatch(rf"latency on CPUExecutionProvider: batch 1 {NUMBER} ms, batch 2 {NUMBER} ms", lines[6]), lines[6]
+    assert len(lines) == 7
+    latency = report["verification"]["latency"]
+    assert [(t["provider"], t["batch"], t["input_shape"], t["runs"]) for t in latency] == [
+        ("CPUExecutionProvider", 1, [1, 1, 96, 96], 1), ("CPUExecutionProvider", 2, [2, 1, 96, 96], 1)]
+    assert [f"{t['milliseconds']:.1f}" for t in latency] == re.findall(r"batch \d ([0-9.]+) ms", lines[6])
     cases = report["verification"]["cases"]
     assert [c["outside_tolerance"] for c in cases] == [0, 0, 0]
     assert [c["elements"] for c in cases] == [10, 20, 20]
@@ -91,10 +100,7 @@ def test_export_writes_file_report_and_lines(tutorial):
 
 
 def _corrupted(folder: Path) -> onnx.ModelProto:
-    """The tutorial export with 0.001 added to class 0's classifier weights: only logit 0 is wrong.
-
-    (The exporter drops the all-zero classifier bias, so the weight is what can be perturbed.)
-    """
+    """The tutorial export with 0.001 added to class 0's classifier weights: only logit 0 is wrong."""
     model = onnx.load(str(folder / "tutorial.onnx"))
     (weight,) = [t for t in model.graph.initializer if t.name == "classifier.weight"]
     values = numpy_helper.to_array(weight).copy()
@@ -246,22 +252,116 @@ def test_bad_weights_exit_2_with_diff(tutorial, tmp_path):
     assert _listing(tmp_path) == []
 
 
-def test_sigint_mid_export_leaves_nothing(tmp_path):
-    """Ctrl-C while DenseNet-121 is exporting (about a minute): exit 130, no file, no temporary."""
-    out = tmp_path / "densenet121.onnx"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "archspec", "export", str(ROOT / "specs" / "densenet121.yaml"),
-         "--onnx", str(out), "--provider", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not any(tmp_path.iterdir()):  # the temporary file appears as the export starts
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.1)
-    (temporary,) = tmp_path.iterdir()
-    assert re.fullmatch(r"\.densenet121\.onnx\.[0-9a-f]{8}\.tmp", temporary.name)
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert (process.returncode, stdout, stderr) == (130, "", "interrupted\n")
+def test_opset_outside_the_range_exits_2_with_one_line(tmp_path):
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "x.onnx"), "--opset", "12", "--provider", "cpu")
+    newest = onnx.defs.onnx_opset_version()
+    assert (result.exit_code, result.output) == (
+        2, f"error: --opset: opset 12 is outside the opsets archspec writes: 13 to {newest} (onnx {onnx.__version__})\n")
     assert _listing(tmp_path) == []
+
+
+def test_chosen_opset_is_the_files(tutorial, tmp_path):
+    out = tmp_path / "x.onnx"
+    result = _export(TUTORIAL, "--onnx", str(out), "--opset", "13", "--weights", str(tutorial[1] / "w.pt"),
+                     "--provider", "cpu", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert ", opset 13, archspec exporter" in result.output.splitlines()[0]
+    assert [(e.domain, e.version) for e in onnx.load(str(out)).opset_import] == [("", 13)]
+
+
+# ---- Ctrl-C: exit 130, "interrupted", nothing at OUT and no temporary file ---------------------
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """Raise KeyboardInterrupt (what Python's SIGINT handler raises) when progress reaches a step."""
+
+    def arm(step: str) -> list[str]:
+        seen: list[str] = []
+
+        def progress(message: str) -> None:
+            seen.append(message)
+            if message.startswith(step):
+                raise KeyboardInterrupt
+
+        @contextlib.contextmanager
+        def reporting():
+            yield progress
+
+        monkeypatch.setattr(export_command, "_progress", reporting)
+        return seen
+
+    return arm
+
+
+@pytest.mark.parametrize("step", [
+    "building the network",
+    "writing the ONNX graph: body[1]",  # between two stages' nodes
+    "writing the file",
+    "opening the file in onnxruntime",
+    "verifying batch 4 at",
+    "timing batch 4",
+    "checking the file with onnx.checker",
+])
+def test_ctrl_c_at_each_step_leaves_nothing(tmp_path, interrupt_at, step):
+    seen = interrupt_at(step)
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "x.onnx"), "--provider", "cpu", "--report",
+                     str(tmp_path / "r.json"))
+    assert seen[-1].startswith(step), seen
+    assert (result.exit_code, result.output) == (130, "interrupted\n")
+    assert _listing(tmp_path) == []
+
+
+def test_ctrl_c_inside_an_emitter_leaves_nothing(tmp_path, monkeypatch):
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(EMITTERS, "transition", interrupted)
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "x.onnx"), "--provider", "cpu")
+    assert (result.exit_code, result.output) == (130, "interrupted\n")
+    assert _listing(tmp_path) == []
+
+
+# A child that stops at a chosen point of a real export, says so on stderr, and waits there
+# (in the emitters, or in the dynamo exporter's trace of the network): the test sends SIGINT
+# only once the child is known to be mid-export, whatever the machine's load.
+_CHILD = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the parent ignores
+from archspec import blocks
+from archspec.cli import main
+from archspec.exporters import emitters
+
+def stop(original):
+    def stopped(*args, **kwargs):
+        print("child: mid-export", file=sys.stderr, flush=True)
+        time.sleep(600)  # SIGINT ends this with KeyboardInterrupt
+        return original(*args, **kwargs)
+    return stopped
+
+if sys.argv[1] == "archspec":
+    emitters.EMITTERS["transition"] = stop(emitters.EMITTERS["transition"])
+else:
+    blocks.DenseLayer.new_features = stop(blocks.DenseLayer.new_features)
+main(["export", sys.argv[2], "--onnx", sys.argv[3], "--provider", "cpu", "--exporter", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("exporter", ["archspec", "torch"])
+def test_sigint_mid_export_leaves_nothing(tmp_path, exporter):
+    out = tmp_path / "tutorial.onnx"
+    process = subprocess.Popen([sys.executable, "-c", _CHILD, exporter, TUTORIAL, str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        marker = process.stderr.readline()  # blocks until the child is inside the export (or dies)
+        assert marker == "child: mid-export\n", marker + process.stderr.read()
+        (temporary,) = tmp_path.iterdir()
+        assert re.fullmatch(r"\.tutorial\.onnx\.[0-9a-f]{8}\.tmp", temporary.name)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=300)
+        assert (process.returncode, stdout, stderr) == (130, "", "interrupted\n")
+        assert _listing(tmp_path) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

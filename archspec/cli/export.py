@@ -58,6 +58,9 @@ def _echo_report(report: ExportReport) -> None:
     )
     for case in verification.cases:
         click.echo(f"  {case.describe()}")
+    for provider in dict.fromkeys(latency.provider for latency in verification.latency):
+        timed = [latency for latency in verification.latency if latency.provider == provider]
+        click.echo(f"latency on {provider}: {', '.join(latency.describe() for latency in timed)}")
 
 
 @click.command("export")
@@ -66,7 +69,8 @@ def _echo_report(report: ExportReport) -> None:
               help="Where to write the .onnx file (its directory must exist).")
 @click.option("--weights", type=click.Path(), metavar="FILE",
               help="State dict to load first: .pt/.pth (weights_only) or .safetensors.")
-@click.option("--opset", type=click.IntRange(min=7), help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=int, help="ONNX opset, written exactly: 13 up to the newest the installed onnx "
+              "defines (default 20).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="The larger verification batch; the fixed batch with --static.")
 @click.option("--static", is_flag=True, help="Fix batch, height and width instead of leaving them dynamic.")
@@ -77,11 +81,13 @@ def _echo_report(report: ExportReport) -> None:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="REPORT.json",
               help="Write the whole report as JSON.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
+@click.option("--exporter", type=click.Choice(["archspec", "torch"]), default="archspec", show_default=True,
+              help="archspec: write the graph from the spec; torch: torch.onnx.export (dynamo, then TorchScript).")
 @guard_options
 @overrides_option
 def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
-            report_path: str | None, no_verify: bool, max_params: int, max_memory: str | None,
+            report_path: str | None, no_verify: bool, exporter: str, max_params: int, max_memory: str | None,
             overrides: tuple[str, ...]) -> None:
     """Export SPEC to an ONNX file and verify it under onnxruntime."""
     tolerance = Tolerance(
@@ -96,7 +102,7 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
                 spec, out, overrides=overrides, weights=weights, opset=opset,
                 batch_size=batch_size, static=static, provider=provider,
                 tolerance=tolerance, verify=not no_verify, progress=progress,
-                max_params=max_params, max_memory=memory_limit(max_memory),
+                max_params=max_params, max_memory=memory_limit(max_memory), exporter=exporter,
             )
         except VerificationError as error:
             failure: VerificationError | None = error

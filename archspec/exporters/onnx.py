@@ -1,17 +1,22 @@
 """Spec → one self-contained, verified ONNX file, written atomically.
 
-The file is built in a temporary file beside the output, checked, run under
-onnxruntime, and only then renamed over the output: an error, a failed
+The graph is written directly from the static pass by the emitters
+(``archspec/exporters/emitters.py``, which says why), or with ``exporter="torch"`` by
+``torch.onnx.export``. The file is built in a temporary file beside the output, checked,
+run under onnxruntime, and only then renamed over the output: an error, a failed
 verification or Ctrl-C leaves nothing at the output path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,8 +29,10 @@ from torch import nn
 from archspec.atomic import atomic_output, check_destination
 from archspec.builder import build_module
 from archspec.errors import Problem, RunError, SpecError, first_line
+from archspec.exporters.emitters import emit
+from archspec.exporters.graph import Dims
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
-from archspec.exporters.verify import Case, resolve_providers, verify
+from archspec.exporters.verify import Case, resolve_providers, runs_opset, verify
 from archspec.format.dump import resolved_document
 from archspec.format.memory import BYTES_PER_VALUE
 from archspec.format.schema import Spec
@@ -33,8 +40,18 @@ from archspec.format.shapes import StaticPass, static_pass
 from archspec.weights import load_weights
 
 INPUT_NAME = "input"
+MIN_OPSET = 13  # ONNX 1.8 (2020): every node written here has its present form from 13 on
+# Fixed rather than "the newest": the same spec gives the same file on every install, and
+# 20 is what the torch exporters wrote before the emitters, so existing files keep their opset.
+DEFAULT_OPSET = 20
+EXPORTERS = ("archspec", "torch")
 _MAX_FILE_BYTES = 2**31  # protobuf's limit for one message: bigger models need external data
-_EXAMPLE_SEED = 0  # the tracing example; verification inputs have seeds of their own
+_EXAMPLE_SEED = 0  # the tracing example of the torch exporters; verification inputs have seeds of their own
+
+
+def newest_opset() -> int:
+    """The newest opset the installed onnx defines: the top of what archspec writes."""
+    return onnx.defs.onnx_opset_version()
 
 
 def canonical_json(spec: Spec) -> str:
@@ -47,7 +64,8 @@ def output_name(result: StaticPass) -> str:
     return result.stages[-1].part.output_name
 
 
-_SPATIAL_AXES = ("height", "width")
+# The names of the spatial axes, as the input part names its sizes, by their count.
+_SPATIAL_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 
 
 def _dynamic_dims(result: StaticPass, static: bool) -> dict[int, str]:
@@ -55,15 +73,17 @@ def _dynamic_dims(result: StaticPass, static: bool) -> dict[int, str]:
     if static:
         return {}
     spatial = len(result.input_shape) - 1
-    return {0: "batch", **{2 + axis: _SPATIAL_AXES[axis] for axis in range(spatial)}}
+    return {0: "batch", **{2 + axis: name for axis, name in enumerate(_SPATIAL_AXES.get(spatial, ()))}}
 
 
 def _second_size(spec: Spec) -> tuple[int, ...]:
     """A non-square spatial size other than the declared one that the network accepts."""
     sizes = static_pass(spec).input_shape[1:]
-    for factors in (((3, 4), (5, 8)), ((5, 4), (9, 8))):
+    names = _SPATIAL_AXES[len(sizes)]
+    # 3/4 × 5/8 (× 7/8 for volumes), or 5/4 × 9/8 (× 11/8) when the smaller size falls below 1×1.
+    for factors in (((3, 4), (5, 8), (7, 8)), ((5, 4), (9, 8), (11, 8))):
         candidate = tuple(size * num // den for size, (num, den) in zip(sizes, factors))
-        overrides = {name: size for name, size in zip(_SPATIAL_AXES, candidate)}
+        overrides = dict(zip(names, candidate))
         try:
             static_pass(spec.model_copy(update={"input": spec.input.model_copy(update=overrides)}))
         except SpecError:
@@ -73,20 +93,43 @@ def _second_size(spec: Spec) -> tuple[int, ...]:
 
 
 def verification_cases(spec: Spec, result: StaticPass, *, batch_size: int, static: bool) -> tuple[Case, ...]:
-    """Batch 1 and a larger batch, and for images a second spatial size; one case when static."""
+    """Batch 1 and a larger batch, and for feature maps a second spatial size; one case when static.
+
+    The two batches at the declared size are also timed (milliseconds per batch in the report).
+    """
     shape = result.input_shape
     if static:
-        return (Case(f"batch {batch_size}", (batch_size, *shape)),)
+        return (Case(f"batch {batch_size}", (batch_size, *shape), timed=True),)
     larger = max(batch_size, 2)
-    cases = [Case("batch 1", (1, *shape)), Case(f"batch {larger}", (larger, *shape))]
+    cases = [Case("batch 1", (1, *shape), timed=True), Case(f"batch {larger}", (larger, *shape), timed=True)]
     if len(shape) > 1:
         sizes = _second_size(spec)
         cases.append(Case(f"batch {larger} at {'×'.join(map(str, sizes))}", (larger, shape[0], *sizes)))
     return tuple(cases)
 
 
+def check_opset(opset: int, *, verifying: bool) -> None:
+    """Refuse an opset archspec cannot write exactly, or (when verifying) onnxruntime cannot run.
+
+    Raises:
+        SpecError: one line naming the opsets that work.
+    """
+    newest = newest_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise SpecError(Problem(f"opset {opset} is outside the opsets archspec writes: {MIN_OPSET} to {newest} "
+                                f"(onnx {onnx.__version__})", option="--opset"))
+    if verifying and not runs_opset(opset):
+        runnable = max((n for n in range(MIN_OPSET, opset) if runs_opset(n)), default=None)
+        choice = f"choose {MIN_OPSET} to {runnable}" if runnable else "choose another opset"
+        raise SpecError(Problem(f"onnxruntime {onnxruntime.__version__} cannot run opset {opset}, so the file "
+                                f"could not be verified; {choice}, or --no-verify", option="--opset"))
+
+
+# ---- the torch exporters, kept as --exporter torch and as a cross-check in the tests ---------
+
+
 def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
-                   opset: int | None) -> onnx.ModelProto:
+                   opset: int) -> onnx.ModelProto:
     program = torch.onnx.export(
         module,
         (example,),
@@ -103,7 +146,7 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, dims: dict[int, str],
-                        output: str, opset: int | None) -> onnx.ModelProto:
+                        output: str, opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice; the report says which exporter ran
@@ -120,17 +163,86 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, dims: dict[int
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _export(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
-            opset: int | None) -> tuple[onnx.ModelProto, str, str | None]:
-    """The ONNX model, which exporter made it, and why the first choice failed if it did."""
+def _interrupted(error: BaseException, noted: list[int]) -> bool:
+    """Whether a failure is really Ctrl-C: a SIGINT arrived, or a KeyboardInterrupt is in its chain."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        stack += [current.__cause__, current.__context__]
+    return bool(noted)
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Record every SIGINT while the block runs, then handle it as before (raise KeyboardInterrupt).
+
+    The dynamo exporter once turned Ctrl-C into an ordinary exception, the fallback ran and
+    the export succeeded; with the signal noted, such a failure is re-raised as the interrupt
+    it was. Outside the main thread, or when SIGINT is not handled in Python, nothing changes.
+    """
+    noted: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield noted
+        return
+
+    def note(number: int, frame: object) -> None:
+        noted.append(number)
+        previous(number, frame)
+
+    signal.signal(signal.SIGINT, note)
     try:
-        return _export_dynamo(module, example, dims, output, opset), "dynamo", None
-    except Exception as error:  # any exporter failure: the fallback gets its chance
-        reason = f"torch.onnx.export(dynamo=True) failed: {first_line(error)}"
-    try:
-        return _export_torchscript(module, example, dims, output, opset), "torchscript", reason
-    except Exception as error:
-        raise RunError(f"ONNX export failed: {reason}; TorchScript exporter: {first_line(error)}") from None
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _export_torch(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
+                  opset: int) -> tuple[onnx.ModelProto, str, str | None]:
+    """The dynamo exporter, then the TorchScript one if it fails; never an interrupt taken for a failure."""
+    with _noting_interrupts() as noted:
+        try:
+            model, exporter, reason = _export_dynamo(module, example, dims, output, opset), "dynamo", None
+        except Exception as error:  # any exporter failure: the fallback gets its chance
+            if _interrupted(error, noted):
+                raise KeyboardInterrupt from None
+            reason = f"torch.onnx.export(dynamo=True) failed: {first_line(error)}"
+            try:
+                model, exporter = _export_torchscript(module, example, dims, output, opset), "torchscript"
+            except Exception as error:
+                if _interrupted(error, noted):
+                    raise KeyboardInterrupt from None
+                raise RunError(f"ONNX export failed: {reason}; TorchScript exporter: {first_line(error)}") from None
+        if noted:  # swallowed inside the exporter, which then went on
+            raise KeyboardInterrupt
+    if _opset(model) != opset:
+        raise RunError(f"torch.onnx.export ({exporter}) wrote opset {_opset(model)}, not the {opset} asked for; "
+                       f"--exporter archspec writes exactly the opset asked for")
+    return model, exporter, reason
+
+
+def _export(result: StaticPass, module: nn.Module, *, exporter: str, opset: int, static: bool, batch_size: int,
+            progress: Callable[[str], None]) -> tuple[onnx.ModelProto, str, str | None]:
+    """The ONNX model, which exporter made it, and why the torch exporter fell back if it did."""
+    dims = _dynamic_dims(result, static)
+    output = output_name(result)
+    example_batch = batch_size if static else max(batch_size, 2)  # batch 1 would be specialised
+    if exporter == "torch":
+        progress(f"exporting with torch.onnx (opset {opset})")
+        example = torch.randn((example_batch, *result.input_shape),
+                              generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
+        return _export_torch(module, example, dims, output, opset)
+    input_dims: Dims = [dims.get(axis, size) for axis, size in enumerate((example_batch, *result.input_shape))]
+    output_dims: Dims = [dims.get(0, example_batch), *result.out_shape]
+    model = emit(result, module, opset=opset, input_name=INPUT_NAME, input_dims=input_dims, output_name=output,
+                 output_dims=output_dims, step=lambda path: progress(f"writing the ONNX graph: {path}"))
+    return model, "archspec", None
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -168,20 +280,29 @@ def export_onnx(
     tolerance: Tolerance = FP32_TOLERANCE,
     verify_output: bool = True,
     progress: Callable[[str], None] = lambda _: None,
+    exporter: str = "archspec",
 ) -> ExportReport:
     """Export a validated spec's network to ``out`` and prove the file under onnxruntime.
 
     See ``archspec.export_onnx`` for the arguments.
 
     Raises:
-        SpecError: bad weights, an unusable output path, an unavailable provider,
-            or a model too large for one file.
+        SpecError: bad weights, an unusable output path, an unavailable provider, an opset
+            outside 13 to the newest onnx defines (or that onnxruntime cannot run, when
+            verifying), an unknown exporter, or a model too large for one file.
+        RunError: the torch exporter failed, or wrote another opset than the one asked for.
         VerificationError: the file does not match PyTorch; nothing is left at ``out``.
     """
     out = Path(out)
     check_destination(out)
+    if exporter not in EXPORTERS:
+        raise SpecError(Problem(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}",
+                                option="--exporter"))
+    opset = DEFAULT_OPSET if opset is None else opset
+    check_opset(opset, verifying=verify_output)
     providers = resolve_providers(provider) if verify_output else None
     result = static_pass(spec)
+    progress("building the network")
     module = build_module(result)
     if weights is not None:
         load_weights(module, weights)
@@ -190,35 +311,29 @@ def export_onnx(
     if values * BYTES_PER_VALUE >= _MAX_FILE_BYTES:
         raise SpecError(Problem(f"{values:,} weight values exceed the 2 GiB a single ONNX file holds"))
 
-    dims = _dynamic_dims(result, static)
-    example_batch = batch_size if static else max(batch_size, 2)  # batch 1 would be specialised
-    example = torch.randn((example_batch, *result.input_shape),
-                          generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
-    output = output_name(result)
     spec_json = canonical_json(spec)
     versions = _versions()
-
     with atomic_output(out) as temporary:
-        progress("exporting with torch.onnx")
-        model, exporter, fallback_reason = _export(module, example, dims, output, opset)
+        model, exporter_name, fallback_reason = _export(result, module, exporter=exporter, opset=opset,
+                                                        static=static, batch_size=batch_size, progress=progress)
         metadata = {
             "archspec.spec": spec_json,
             "archspec.spec_sha256": hashlib.sha256(spec_json.encode()).hexdigest(),
-            "archspec.exporter": exporter,
+            "archspec.exporter": exporter_name,
             "archspec.opset": str(_opset(model)),
             "archspec.verification": "not run",
             **{f"{name}.version": number for name, number in versions.items()},
         }
         helper.set_model_props(model, metadata)
-        _write(temporary, model)
         verification = None
-        if providers is not None:
+        if providers is not None:  # on the serialised model: the file differs only in this result
             cases = verification_cases(spec, result, batch_size=batch_size, static=static)
-            verification = verify(temporary, module, cases, providers=providers, tolerance=tolerance,
-                                  progress=progress)
+            verification = verify(model.SerializeToString(), module, cases, providers=providers,
+                                  tolerance=tolerance, progress=progress)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
-            _write(temporary, model)
+        progress("writing the file")
+        _write(temporary, model)
         progress("checking the file with onnx.checker")
         try:
             onnx.checker.check_model(str(temporary), full_check=True)
@@ -232,11 +347,11 @@ def export_onnx(
             output=str(out),
             params=sum(p.numel() for p in module.parameters()),
             weights=None if weights is None else str(weights),
-            exporter=exporter,
+            exporter=exporter_name,
             exporter_fallback_reason=fallback_reason,
             opset=_opset(model),
             input_name=INPUT_NAME,
-            output_name=output,
+            output_name=output_name(result),
             input_shape=_graph_input_shape(model),
             file_bytes=temporary.stat().st_size,
             versions=versions,

@@ -64,6 +64,23 @@ def _number(value: float | None) -> str:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """How long onnxruntime took for one batch, measured after the verification run warmed it up."""
+
+    provider: str
+    """The provider the session ran on first (``CUDAExecutionProvider`` or ``CPUExecutionProvider``)."""
+    batch: int
+    input_shape: tuple[int, ...]
+    milliseconds: float
+    """Median wall time of ``runs`` calls of ``session.run`` after a first, untimed one."""
+    runs: int
+
+    def describe(self) -> str:
+        """``batch 4 201.3 ms``."""
+        return f"batch {self.batch} {self.milliseconds:.1f} ms"
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """The onnxruntime run: which provider really ran, the tolerance, every case."""
 
@@ -77,6 +94,8 @@ class VerifyReport:
     cases: tuple[CaseResult, ...]
     error: str | None = None
     """Why onnxruntime could not load or run the file; the cases before it are kept."""
+    latency: tuple[Latency, ...] = ()
+    """Milliseconds per batch at batch 1 and at the larger verification batch (one per timed case)."""
 
     @property
     def passed(self) -> bool:
@@ -117,7 +136,8 @@ class ExportReport:
     weights: str | None
     """The weights file loaded, or ``None`` for a freshly initialised network."""
     exporter: str
-    """``dynamo`` (``torch.onnx.export(dynamo=True)``) or ``torchscript`` (the fallback)."""
+    """``archspec`` (the graph written from the spec), or with ``exporter="torch"``: ``dynamo``
+    (``torch.onnx.export(dynamo=True)``) or ``torchscript`` (its fallback)."""
     exporter_fallback_reason: str | None
     opset: int
     input_name: str

@@ -8,7 +8,10 @@ errors: a CUDA provider that cannot load is reported in the result instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from archspec.errors import Problem, SpecError
-from archspec.exporters.report import CaseResult, Tolerance, VerifyReport
+from archspec.exporters.report import CaseResult, Latency, Tolerance, VerifyReport
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -73,6 +76,21 @@ def _probe_cuda() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def runs_opset(opset: int) -> bool:
+    """Whether this onnxruntime loads a file of ``opset``: it refuses opsets it calls unreleased."""
+    tensor = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [tensor],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    try:
+        ort.InferenceSession(model.SerializeToString(), _session_options(), providers=[CPU])
+    except Exception:  # onnxruntime's own error types; the caller says what it means
+        return False
+    return True
+
+
 def resolve_providers(requested: str) -> Providers:
     """Settle which providers verification asks for.
 
@@ -100,6 +118,25 @@ class Case:
 
     name: str
     shape: tuple[int, ...]
+    timed: bool = False
+    """Also measure onnxruntime's milliseconds per batch on this input."""
+
+
+# Timed runs after the comparison run, which warms the session up; the median is reported. One:
+# more would add a second or more to every DenseNet-121 export (docs/performance.md).
+LATENCY_RUNS = 1
+
+
+def _latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], provider: str,
+             shape: tuple[int, ...]) -> Latency:
+    """Median milliseconds of ``LATENCY_RUNS`` runs of a session that has already run once."""
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return Latency(provider=provider, batch=shape[0], input_shape=shape,
+                   milliseconds=1000 * statistics.median(times), runs=LATENCY_RUNS)
 
 
 def compare(name: str, shape: tuple[int, ...], actual: np.ndarray, expected: np.ndarray,
@@ -136,8 +173,21 @@ def compare(name: str, shape: tuple[int, ...], actual: np.ndarray, expected: np.
     )
 
 
+def _reference(module: nn.Module, cases: Sequence[Case], size: tuple[int, ...]) -> tuple[torch.Tensor, np.ndarray]:
+    """The input for every case at ``size`` and PyTorch's output: one forward pass at the largest batch.
+
+    A smaller batch at the same size reads the first samples, and its expected output is the
+    first rows: in eval mode a sample's output depends on that sample alone.
+    """
+    index, batch = max(((i, case.shape[0]) for i, case in enumerate(cases) if case.shape[1:] == size),
+                       key=lambda item: item[1])
+    x = torch.randn((batch, *size), generator=torch.Generator().manual_seed(_SEED + index))
+    with torch.no_grad():
+        return x, module(x).numpy()
+
+
 def verify(
-    path: str | Path,
+    path: str | Path | bytes,
     module: nn.Module,
     cases: Sequence[Case],
     *,
@@ -148,36 +198,45 @@ def verify(
     """Run the file at ``path`` and ``module`` (eval mode) on seeded random inputs and compare.
 
     Args:
-        path: the ONNX file, with one input and one output.
+        path: the ONNX file (or its bytes), with one input and one output.
         module: the PyTorch network it was exported from.
-        cases: the input shapes to try, each with its own seed.
+        cases: the input shapes to try; one seeded input per size, at the largest batch there
+            (smaller batches take its first samples); ``timed`` ones are also timed.
         providers: from ``resolve_providers``.
         tolerance: the elementwise bound every output must meet.
         progress: called with a short description before each step.
 
     Returns:
-        The report: providers that actually ran and each case's errors.
+        The report: providers that actually ran, each case's errors, and the latency of timed cases.
     """
     progress("opening the file in onnxruntime")
     module.eval()
     results: list[CaseResult] = []
+    latency: list[Latency] = []
     ran: tuple[str, ...] = ()
     try:
-        session = ort.InferenceSession(str(path), _session_options(), providers=list(providers.order))
+        model = path if isinstance(path, bytes) else str(path)
+        session = ort.InferenceSession(model, _session_options(), providers=list(providers.order))
         ran = tuple(session.get_providers())
         input_name = session.get_inputs()[0].name
-        for index, case in enumerate(cases):
+        references: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
+        for case in cases:
             progress(f"verifying {case.name} {case.shape}")
-            generator = torch.Generator().manual_seed(_SEED + index)
-            x = torch.randn(case.shape, generator=generator)
-            with torch.no_grad():
-                expected = module(x).numpy()
-            (actual,) = session.run(None, {input_name: x.numpy()})
+            size = case.shape[1:]
+            if size not in references:
+                references[size] = _reference(module, cases, size)
+            x, expected = (values[: case.shape[0]] for values in references[size])
+            feed = {input_name: x.numpy()}
+            (actual,) = session.run(None, feed)
             results.append(compare(case.name, case.shape, actual, expected, tolerance))
+            if case.timed:
+                progress(f"timing {case.name} on {ran[0]}")
+                latency.append(_latency(session, feed, ran[0], case.shape))
     except Exception as error:  # onnxruntime raises its own types for files it cannot load or run
         lines = str(error).strip().splitlines() or [type(error).__name__]
         return VerifyReport(providers.requested, ran, providers.cuda_unused_reason, tolerance,
-                            tuple(results), error=f"onnxruntime could not run the file: {lines[0]}")
+                            tuple(results), error=f"onnxruntime could not run the file: {lines[0]}",
+                            latency=tuple(latency))
     reason = providers.cuda_unused_reason if CUDA not in ran else None
-    return VerifyReport(providers.requested, ran, reason, tolerance, tuple(results))
+    return VerifyReport(providers.requested, ran, reason, tolerance, tuple(results), latency=tuple(latency))
 
