@@ -27,3 +27,18 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
 @pytest.fixture(params=SPEC_FILES, ids=SPEC_IDS)
 def spec_file(request: pytest.FixtureRequest) -> Path:
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many examples of README.md and docs/*.md ran, and how many the pages mark as not run in CI."""
+    counts: dict[str, tuple[int, int]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "docs_examples":
+                    counts[report.nodeid] = tuple(value)
+    if counts:
+        ran, skipped = (sum(column) for column in zip(*counts.values()))
+        terminalreporter.write_line(
+            f"docs examples: {ran} run, {skipped} not run in CI over {len(counts)} pages "
+            f"(each marked in its page; the reasons are the SUBSKIPPED lines)")
