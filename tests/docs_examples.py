@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import traceback
 import unittest
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from click.testing import CliRunner
 from sybil import Example, Sybil
 from sybil.evaluators.skip import Skipper
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
+
+from archspec.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -68,7 +71,7 @@ def commands(source: str, first_line: int) -> list[Command]:
     for number, raw in enumerate(source.splitlines(), start=first_line):
         if continued:
             continued = raw.rstrip().endswith("\\")
-            text = f"{text} {raw.strip().removesuffix(chr(92)).strip()}"
+            text = " ".join([text, raw.strip().removesuffix("\\").strip()])
             output_line = number + 1
             continue
         if raw.startswith("$ "):
@@ -88,12 +91,14 @@ def commands(source: str, first_line: int) -> list[Command]:
 
 
 def _trimmed(lines: list[str]) -> tuple[str, ...]:
+    """Blank lines at the end of a block or an output are layout, not output."""
     while lines and not lines[-1]:
         lines = lines[:-1]
     return tuple(lines)
 
 
 def _pattern(expected: tuple[str, ...]) -> str:
+    """A regular expression for whole lines: each shown line literally, ``...`` as any lines."""
     return "".join(
         r"(?:[^\n]*\n)*?" if line == ELISION else re.escape(line) + r"\n" for line in expected
     )
@@ -157,12 +162,8 @@ def run(text: str, last_status: int) -> tuple[int, list[str]]:
     """Run one command from a page; its exit status and the lines it printed."""
     arguments = _archspec_arguments(text)
     if arguments is not None:
-        from archspec.cli import main
-
         result = CliRunner().invoke(main, arguments, prog_name="archspec")
         if result.exception is not None and not isinstance(result.exception, SystemExit):
-            import traceback
-
             trace = "".join(traceback.format_exception(*result.exc_info))
             return 1, [*result.output.splitlines(), "(uncaught exception)", *trace.splitlines()]
         return result.exit_code, [line.rstrip() for line in result.output.splitlines()]
@@ -235,6 +236,7 @@ class Outcome:
 
 
 def _is_directive(example: Example) -> bool:
+    """A ``skip`` comment: it changes how the next examples run but is not one itself."""
     return isinstance(example.region.evaluator, Skipper)
 
 
