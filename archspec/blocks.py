@@ -239,7 +239,9 @@ class _SharedStorage(torch.autograd.Function):
                 found = torch.autograd.grad(new, [x, *params], grad[:, width : width + growth], allow_unused=True)
             grad[:, :width] += found[0]
             param_grads[:0] = found[1:]
-        return (None, grad[:, : ctx.in_width], *param_grads)
+            del x, new, found  # free this layer's recomputation before the next one starts
+        # A copy, so that the block-wide gradient buffer is freed when this returns.
+        return (None, grad[:, : ctx.in_width].clone(), *param_grads)
 
 
 def _rng_state(x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -26,7 +26,7 @@ CASES = {
     "volume-groupnorm-gelu": (ROOT / "specs" / "monai" / "densenet121_3d.yaml",
                               (*SMALL_BC, "defaults.norm={type: group_norm, groups: 8}", "defaults.activation=gelu",
                                "input.depth=32", "input.height=32", "input.width=32"), (2, 1, 32, 32, 32)),
-    "signal-instancenorm-dropout": (DENSENET121, (*SMALL_BC, "input={type: signal, channels: 2, length: 128}",
+    "signal-instancenorm-dropout": (DENSENET121, (*SMALL_BC, "input={type: signal, channels: 2, length: 128}", "preprocess=null",
                                                   "defaults.norm=instance_norm", "defaults.drop_rate=0.1"),
                                     (2, 2, 128)),
     "tabular": (ROOT / "specs" / "mlp_tabular.yaml", (), (4, 330)),
