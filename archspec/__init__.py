@@ -249,6 +249,10 @@ def export_onnx(
     max_params: int = DEFAULT_MAX_PARAMS,
     max_memory: int | None = None,
     exporter: str = "archspec",
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
+    io_fp16: bool = False,
+    bake_preprocess: bool = False,
 ) -> ExportReport:
     """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
 
@@ -274,15 +278,29 @@ def export_onnx(
             verification batch may take; ``None``: this machine's physical memory.
         exporter: ``archspec`` writes the graph from the spec; ``torch`` uses
             ``torch.onnx.export`` (dynamo, then TorchScript if that fails).
+        precision: ``fp32``; ``fp16`` (weights and compute, onnxruntime's converter) or
+            ``int8`` (onnxruntime's static QDQ quantization, per-channel weights), made from
+            the verified fp32 graph and checked against the fp32 module with their own
+            tolerance (docs/deployment.md).
+        calibration: int8 only, and required there: a ``.npy`` array ``(N, *input shape)``
+            of inputs as the file takes them; the check reports agreement on them.
+        io_fp16: fp16 only: the file's input and output are float16 too (default float32).
+        bake_preprocess: put the spec's ``preprocess`` mean and std into the graph, so the
+            file takes unnormalised input (pixels in [0, 1]). Every file whose spec has a
+            ``preprocess`` carries it as JSON in the metadata key ``archspec.preprocess``.
 
     Returns:
         The ``ExportReport``: exporter, opset, input dims, file size, versions, every
         verification case's max abs and rel error, and onnxruntime's milliseconds per
-        batch at batch 1 and the larger batch. ``to_json()`` serialises it.
+        batch at batch 1 and the larger batch; for fp16, int8 or a baked file, its
+        ``precision`` and the ``deployment`` check (tolerance, errors, top-1 agreement).
+        ``to_json()`` serialises it.
 
     Raises:
         SpecError: bad spec, override, weights, output path, provider, opset or exporter,
-            or a spec over the resource guard's limits (see ``build``).
+            or a spec over the resource guard's limits (see ``build``); int8 without
+            calibration inputs, a bad calibration array, an option that does not apply to
+            the precision, nothing to bake, or fp16 overflow.
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
         RunError: the exporter itself failed (the torch exporter, or one that wrote
             another opset than the one asked for).
@@ -305,4 +323,8 @@ def export_onnx(
         verify_output=verify,
         progress=progress or (lambda _: None),
         exporter=exporter,
+        precision=precision,
+        calibration=calibration,
+        io_fp16=io_fp16,
+        bake_preprocess=bake_preprocess,
     )

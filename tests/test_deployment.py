@@ -409,3 +409,112 @@ def test_bad_calibration_arrays_are_refused_with_one_line(tmp_path):
     np.save(good, np.ones((3, 1, 96, 96)))  # float64 is taken, as float32
     inputs = read_calibration(good, (1, 96, 96))
     assert inputs.dtype == np.float32 and inputs.shape == (3, 1, 96, 96) and inputs.flags.c_contiguous
+
+
+# ---- through archspec.export_onnx and `archspec export` ---------------------------------
+
+
+def test_every_export_with_a_preprocess_carries_it(tutorial, tabular):
+    meta = _metadata(tutorial.model)  # a plain fp32 export
+    assert meta[PREPROCESS_KEY] == '{"mean": [0.286], "std": [0.353]}'
+    assert (meta[BAKED_KEY], meta[PRECISION_KEY]) == ("false", "fp32")
+    assert "archspec.deployment_check" not in meta, "a plain fp32 file has only the fp32 verification"
+    assert json.loads(_metadata(tabular.model)[PREPROCESS_KEY]) == {"mean": [0.1, 0.2, 0.3, 0.4], "std": [1, 2, 3, 4]}
+
+
+def test_export_onnx_writes_an_fp16_file_and_reports_its_check(tutorial, tmp_path):
+    out = tmp_path / "half.onnx"
+    report = archspec.export_onnx(tutorial.spec, out, weights=tutorial.folder / "weights.pt", provider="cpu",
+                                  precision="fp16", batch_size=2)
+    assert report.written and report.precision == "fp16" and report.verification.passed
+    assert report.file_bytes == out.stat().st_size and report.file_bytes <= 0.55 * tutorial.bytes
+    check_ = report.deployment
+    assert check_ is not None and check_.passed and check_.tolerance == FP16_TOLERANCE
+    assert [case.name for case in check_.cases] == ["batch 1", "batch 2", "batch 2 at 72×60"]
+    data = json.loads(report.to_json())
+    assert data["precision"] == "fp16" and data["deployment"]["passed"] is True
+    assert data["deployment"]["tolerance"] == {"max_relative_error": 0.01, "min_top1_agreement": None}
+    meta = _metadata(onnx.load(out))
+    assert meta[PRECISION_KEY] == "fp16" and json.loads(meta["archspec.deployment_check"])["passed"] is True
+
+
+def test_export_onnx_static_int8_pads_the_last_calibration_batch(tabular, tmp_path):
+    # A static graph takes exactly its batch (3 here): 16 inputs are fed as 5 full batches and
+    # one padded with copies, and the check compares the 16 outputs only.
+    out = tmp_path / "static-int8.onnx"
+    report = archspec.export_onnx(tabular.spec, out, weights=tabular.folder / "weights.pt", provider="cpu",
+                                  static=True, batch_size=3, precision="int8", calibration=tabular.calibration())
+    assert report.written and report.input_shape == (3, 4)
+    (case,) = report.deployment.cases
+    assert case.input_shape == (CALIBRATION_INPUTS, 4) and case.passed, case.describe()
+
+
+def test_export_onnx_refuses_to_write_a_file_whose_check_failed(tutorial, tmp_path, monkeypatch):
+    from archspec.exporters import deployment
+    from archspec.exporters.report import DeploymentTolerance
+
+    monkeypatch.setattr(deployment, "tolerance_for", lambda *_, **__: DeploymentTolerance(max_relative_error=1e-9))
+    out = tmp_path / "never.onnx"
+    with pytest.raises(archspec.VerificationError) as caught:
+        archspec.export_onnx(tutorial.spec, out, weights=tutorial.folder / "weights.pt", provider="cpu",
+                             precision="int8", calibration=tutorial.calibration())
+    message = str(caught.value)
+    assert message.startswith("int8 check failed (max error ≤ 1e-09 of the largest output): calibration (16 inputs) "
+                              "(16, 1, 96, 96): max error ") and message.endswith("(FAILED)")
+    assert not out.exists() and not caught.value.report.written
+    assert caught.value.report.deployment is not None and not caught.value.report.deployment.passed
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from archspec.cli import main
+
+    return CliRunner().invoke(main, ["export", *args])
+
+
+def test_cli_int8_export_prints_the_check(tutorial, tmp_path):
+    out = tmp_path / "cli-int8.onnx"
+    result = _cli(str(TUTORIAL), "--onnx", str(out), "--weights", str(tutorial.folder / "weights.pt"),
+                  "--provider", "cpu", "--precision", "int8", "--calibration", str(tutorial.calibration()),
+                  "--bake-preprocess", "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"wrote {out}: 0.9 MB, 758,226 parameters, opset 20, archspec exporter, int8")
+    assert lines[2].startswith("fp32 graph verified on CPUExecutionProvider")
+    assert lines[-2] == (f"int8 file (preprocess baked in) checked against the fp32 module on CPUExecutionProvider, "
+                         f"top-1 agreement ≥ 90%, inputs calibration array {tutorial.folder / 'calibration.npy'} "
+                         f"(16 inputs):")
+    assert lines[-1].startswith("  calibration (16 inputs) (16, 1, 96, 96): max error ")
+    assert lines[-1].endswith("top-1 agreement 100.0% (ok)")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["precision"] == "int8" and report["deployment"]["preprocess_baked"] is True
+    assert _metadata(onnx.load(out))[BAKED_KEY] == "true"
+
+
+def test_cli_refusals_exit_2_with_one_line_and_write_nothing(tutorial, tmp_path):
+    bad = tmp_path / "nan.npy"
+    values = np.zeros((2, 1, 96, 96), np.float32)
+    values[0, 0, 1, 2] = np.nan
+    np.save(bad, values)
+    big = tmp_path / "big.pt"
+    torch.save(_overflowing(tutorial).state_dict(), big)
+    out = tmp_path / "x.onnx"
+    cases = [
+        ((str(TUTORIAL), "--precision", "int8"),
+         "error: --precision: int8 needs calibration inputs: --calibration FILE.npy, an array of shape "
+         "(N, 1, 96, 96); archspec does not calibrate on random data"),
+        ((str(TUTORIAL), "--precision", "int8", "--calibration", str(bad)),
+         f"{bad}: 1 NaN value (first at index (0, 0, 1, 2)); calibration inputs must be finite"),
+        ((str(TUTORIAL), "--io", "fp16"), "error: --io: float16 input and output apply to --precision fp16, not fp32"),
+        ((str(SPECS / "mlp_tabular.yaml"), "--bake-preprocess"),
+         "error: --bake-preprocess: the spec declares no preprocess mean and std to put into the graph; "
+         "add preprocess: {mean: [...], std: [...]}"),
+        ((str(TUTORIAL), "--precision", "fp16", "--weights", str(big)),
+         "error: --precision: fp16 overflow: classifier reaches "),
+    ]
+    for args, line in cases:
+        result = _cli(*args, "--onnx", str(out), "--provider", "cpu")
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.output.splitlines()) == 1 and result.output.startswith(line), result.output
+        assert not out.exists() and not list(tmp_path.glob(".x.onnx.*")), args

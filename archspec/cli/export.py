@@ -40,9 +40,10 @@ def _write_report(path: str | None, report: ExportReport) -> None:
 
 def _echo_report(report: ExportReport) -> None:
     fallback = f" (fallback: {report.exporter_fallback_reason})" if report.exporter_fallback_reason else ""
+    precision = "" if report.precision == "fp32" else f", {report.precision}"
     click.echo(
         f"wrote {report.output}: {report.file_bytes / 1e6:.1f} MB, {report.params:,} parameters, "
-        f"opset {report.opset}, {report.exporter} exporter{fallback}"
+        f"opset {report.opset}, {report.exporter} exporter{fallback}{precision}"
     )
     dims = ", ".join(str(d) for d in report.input_shape)
     click.echo(f"{report.input_name} ({dims}) -> {report.output_name}")
@@ -52,15 +53,23 @@ def _echo_report(report: ExportReport) -> None:
         return
     provider = verification.providers[0]
     why = f" ({verification.cuda_unused_reason})" if verification.cuda_unused_reason else ""
+    graph = "fp32 graph " if report.deployment is not None else ""  # the file written is converted from it
     click.echo(
-        f"verified on {provider}{why}, rtol {verification.tolerance.rtol:g}, "
+        f"{graph}verified on {provider}{why}, rtol {verification.tolerance.rtol:g}, "
         f"atol {verification.tolerance.atol:g}:"
     )
     for case in verification.cases:
         click.echo(f"  {case.describe()}")
     for provider in dict.fromkeys(latency.provider for latency in verification.latency):
         timed = [latency for latency in verification.latency if latency.provider == provider]
-        click.echo(f"latency on {provider}: {', '.join(latency.describe() for latency in timed)}")
+        click.echo(f"{graph}latency on {provider}: {', '.join(latency.describe() for latency in timed)}")
+    deployment = report.deployment
+    if deployment is not None:
+        baked = " (preprocess baked in)" if deployment.preprocess_baked else ""
+        click.echo(f"{deployment.precision} file{baked} checked against the fp32 module on {deployment.providers[0]}, "
+                   f"{deployment.tolerance.describe()}, inputs {deployment.inputs}:")
+        for case in deployment.cases:
+            click.echo(f"  {case.describe()}")
 
 
 @click.command("export")
@@ -83,11 +92,20 @@ def _echo_report(report: ExportReport) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime comparison.")
 @click.option("--exporter", type=click.Choice(["archspec", "torch"]), default="archspec", show_default=True,
               help="archspec: write the graph from the spec; torch: torch.onnx.export (dynamo, then TorchScript).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16: weights and compute in half precision; int8: static quantization (needs --calibration).")
+@click.option("--calibration", type=click.Path(), metavar="FILE.npy",
+              help="int8: inputs to calibrate and check on, an array (N, *input shape) as the file takes them.")
+@click.option("--io", "io", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16: the file's input and output are float16 too.")
+@click.option("--bake-preprocess", is_flag=True,
+              help="Put the spec's preprocess mean and std into the graph: the file takes input in [0, 1].")
 @guard_options
 @overrides_option
 def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
-            report_path: str | None, no_verify: bool, exporter: str, max_params: int, max_memory: str | None,
+            report_path: str | None, no_verify: bool, exporter: str, precision: str, calibration: str | None,
+            io: str, bake_preprocess: bool, max_params: int, max_memory: str | None,
             overrides: tuple[str, ...]) -> None:
     """Export SPEC to an ONNX file and verify it under onnxruntime."""
     tolerance = Tolerance(
@@ -103,6 +121,8 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
                 batch_size=batch_size, static=static, provider=provider,
                 tolerance=tolerance, verify=not no_verify, progress=progress,
                 max_params=max_params, max_memory=memory_limit(max_memory), exporter=exporter,
+                precision=precision, calibration=calibration, io_fp16=io == "fp16",
+                bake_preprocess=bake_preprocess,
             )
         except VerificationError as error:
             failure: VerificationError | None = error

@@ -85,23 +85,32 @@ def read_calibration(path: str | Path, sample_shape: tuple[int, ...]) -> np.ndar
     return inputs
 
 
-def batches(inputs: np.ndarray, size: int = CALIBRATION_BATCH) -> Iterator[np.ndarray]:
-    """Consecutive slices of at most ``size`` inputs."""
-    for start in range(0, len(inputs), size):
-        yield inputs[start:start + size]
+def batches(inputs: np.ndarray, size: int | None = None) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``CALIBRATION_BATCH`` inputs; with ``size`` (a static graph's batch),
+    slices of exactly ``size``, the last one padded with copies of the last input.
+
+    A copy changes no MinMax range; a caller comparing outputs keeps the first ``len(inputs)``.
+    """
+    step = size or CALIBRATION_BATCH
+    for start in range(0, len(inputs), step):
+        part = inputs[start:start + step]
+        if size is not None and len(part) < size:
+            part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+        yield part
 
 
 class ArrayReader(CalibrationDataReader):
     """Feeds a checked calibration array to onnxruntime's calibrator, a batch at a time."""
 
-    def __init__(self, inputs: np.ndarray, input_name: str):
+    def __init__(self, inputs: np.ndarray, input_name: str, batch: int | None = None):
         self._inputs = inputs
         self._input_name = input_name
-        self._batches = batches(inputs)
+        self._batch = batch
+        self._batches = batches(inputs, batch)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._input_name: batch}
+        part = next(self._batches, None)
+        return None if part is None else {self._input_name: part}
 
     def rewind(self) -> None:
-        self._batches = batches(self._inputs)
+        self._batches = batches(self._inputs, self._batch)

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -23,9 +22,18 @@ import torch
 from onnx import helper
 from torch import nn
 
-from archspec.errors import Problem, SpecError
+from archspec.errors import Problem, SpecError, first_line
 from archspec.exporters.calibration import batches, read_calibration
 from archspec.exporters.precision import check_fp16_activations, to_fp16, to_int8
+from archspec.exporters.report import (
+    BAKED_FP32_TOLERANCE,
+    FP16_TOLERANCE,
+    INT8_CLASSIFIER_TOLERANCE,
+    INT8_REGRESSOR_TOLERANCE,
+    DeploymentCase,
+    DeploymentCheck,
+    DeploymentTolerance,
+)
 from archspec.exporters.preprocess_graph import bake_normalisation, check_bakeable, normalise, preprocess_metadata
 from archspec.format.schema import Spec
 
@@ -33,35 +41,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "archspec.precision"
 _CPU = "CPUExecutionProvider"
 _SEED = 0  # case i draws its input from seed _SEED + i, as the fp32 verification does
-
-
-@dataclass(frozen=True)
-class DeploymentTolerance:
-    """What a converted file must meet, against the fp32 PyTorch module on every case."""
-
-    max_relative_error: float | None
-    """Largest ``|file − torch|`` over the largest ``|torch|`` of the case; ``None``: not judged."""
-    min_top1_agreement: float | None = None
-    """Classifiers in int8: the share of inputs whose arg-max class agrees; ``None``: not judged."""
-
-    def describe(self) -> str:
-        parts = []
-        if self.max_relative_error is not None:
-            parts.append(f"max error ≤ {self.max_relative_error:g} of the largest output")
-        if self.min_top1_agreement is not None:
-            parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
-        return ", ".join(parts)
-
-
-# fp32 with the normalisation baked in: one Sub and one Div more than PyTorch's arithmetic.
-BAKED_FP32_TOLERANCE = DeploymentTolerance(max_relative_error=1e-4)
-# fp16 keeps 11 significant bits (4.9e-4 relative); the tutorial and DenseNet-121 land near
-# 1e-3 of the largest logit in PyTorch's own fp16, so 1e-2 leaves a factor of ten.
-FP16_TOLERANCE = DeploymentTolerance(max_relative_error=1e-2)
-# int8 rounds every activation to 1 of 256 steps of its calibrated range: classifiers are judged
-# by their decisions, regressors by their error (the tabular MLP: a few per cent).
-INT8_CLASSIFIER_TOLERANCE = DeploymentTolerance(max_relative_error=None, min_top1_agreement=0.9)
-INT8_REGRESSOR_TOLERANCE = DeploymentTolerance(max_relative_error=0.1)
 
 
 @dataclass(frozen=True)
@@ -118,82 +97,6 @@ def settle(spec: Spec, *, precision: str = "fp32", calibration: str | Path | Non
                       io_fp16=io_fp16, bake_preprocess=bake_preprocess)
 
 
-@dataclass(frozen=True)
-class DeploymentCase:
-    """One input batch: how far the converted file landed from the fp32 PyTorch module."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    largest_output: float
-    """Largest ``|torch|``: the scale the error is measured against."""
-    max_abs_error: float | None
-    """Largest ``|file − torch|`` over the finite elements; ``None`` when the shapes differ."""
-    relative_error: float | None
-    """``max_abs_error / largest_output``."""
-    top1_agreement: float | None
-    """Classifiers: the share of inputs whose arg-max class is PyTorch's; ``None`` for regressors."""
-    non_finite: int
-    """Output elements NaN or infinite in the file's output (PyTorch's are checked finite first)."""
-    passed: bool
-
-    def describe(self) -> str:
-        """``batch 4 (4, 1, 96, 96): max error 6.6e-04 of the largest output 1.66, top-1 agreement 100% (ok)``."""
-        if self.max_abs_error is None:
-            return f"{self.name} {self.input_shape}: output shape differs from PyTorch's"
-        agreement = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
-        broken = f", {self.non_finite} not finite" if self.non_finite else ""
-        return (f"{self.name} {self.input_shape}: max error {self.relative_error:.2g} of the largest output "
-                f"{self.largest_output:.3g}{agreement}{broken} ({'ok' if self.passed else 'FAILED'})")
-
-
-@dataclass(frozen=True)
-class DeploymentCheck:
-    """The converted file against the fp32 PyTorch module: precision, inputs, tolerance, every case."""
-
-    precision: str
-    io_dtype: str
-    """``float32`` or ``float16``: the file's input and output."""
-    preprocess_baked: bool
-    inputs: str
-    """Where the inputs came from: seeded normal, seeded uniform in [0, 1), or the calibration file."""
-    tolerance: DeploymentTolerance
-    providers: tuple[str, ...]
-    """What ``session.get_providers()`` returned."""
-    cases: tuple[DeploymentCase, ...]
-    error: str | None = None
-    """Why onnxruntime could not load or run the file."""
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(case.passed for case in self.cases)
-
-    @property
-    def failures(self) -> tuple[DeploymentCase, ...]:
-        return tuple(case for case in self.cases if not case.passed)
-
-    def summary(self) -> dict[str, Any]:
-        """The short form stored in the file's metadata."""
-        return {
-            "passed": self.passed,
-            "precision": self.precision,
-            "io": self.io_dtype,
-            "preprocess_baked": self.preprocess_baked,
-            "inputs": self.inputs,
-            "provider": self.providers[0] if self.providers else None,
-            "tolerance": self.tolerance.describe(),
-            "max_relative_error": max((c.relative_error for c in self.cases if c.relative_error is not None),
-                                      default=None),
-            "min_top1_agreement": min((c.top1_agreement for c in self.cases if c.top1_agreement is not None),
-                                      default=None),
-            "error": self.error,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["passed"] = self.passed
-        return data
-
-
 def tolerance_for(precision: str, *, classifier: bool) -> DeploymentTolerance:
     """The tolerance a converted file is judged by (fp32 only ever reaches here baked)."""
     if precision == "fp16":
@@ -242,6 +145,12 @@ def _compare(name: str, input_shape: tuple[int, ...], actual: np.ndarray, expect
     return DeploymentCase(name, input_shape, largest, max_abs, relative, agreement, int((~finite).sum()), passed)
 
 
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch a static graph takes (``--static``), or ``None`` when the batch is dynamic."""
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return batch.dim_value if batch.HasField("dim_value") else None
+
+
 def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Deployment,
           shapes: Sequence[tuple[str, tuple[int, ...]]], *,
           providers: Sequence[str | tuple[str, dict[str, str]]] = (_CPU,),
@@ -266,6 +175,7 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
     source, cases = _case_inputs(deployment, shapes)
     sample_shape = spec.input.sample_shape()
     io_dtype = np.float16 if deployment.io_fp16 else np.float32
+    batch = fixed_batch(model)
     results: list[DeploymentCase] = []
     ran: tuple[str, ...] = ()
 
@@ -278,24 +188,22 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
     except Exception as error:  # onnxruntime's own error types for a file it cannot load
-        return report(f"onnxruntime could not load the file: {_first_line(error)}")
+        return report(f"onnxruntime could not load the file: {first_line(error)}")
     ran = tuple(session.get_providers())
     input_name = session.get_inputs()[0].name
     module.eval()
     for name, inputs in cases:
         progress(f"checking {deployment.precision} on {name}")
         taken = normalise(inputs, spec.preprocess, sample_shape) if deployment.bake_preprocess else inputs
-        expected, actual = [], []
         try:
-            for part, taken_part in zip(batches(inputs), batches(taken)):
-                with torch.no_grad():
-                    expected.append(module(torch.from_numpy(taken_part)).numpy())
-                actual.append(session.run(None, {input_name: part.astype(io_dtype)})[0])
+            with torch.no_grad():
+                expected = np.concatenate([module(torch.from_numpy(part)).numpy() for part in batches(taken)])
+            actual = np.concatenate([session.run(None, {input_name: part.astype(io_dtype)})[0]
+                                     for part in batches(inputs, batch)])[:len(inputs)]
         except Exception as error:  # onnxruntime's own types for a file it cannot run
-            return report(f"onnxruntime could not run the file: {_first_line(error)}")
-        reference = np.concatenate(expected)
-        result = _compare(name, tuple(inputs.shape), np.concatenate(actual), reference, tolerance, classifier)
-        if deployment.precision == "fp16" and result.non_finite and np.isfinite(reference).all():
+            return report(f"onnxruntime could not run the file: {first_line(error)}")
+        result = _compare(name, tuple(inputs.shape), actual, expected, tolerance, classifier)
+        if deployment.precision == "fp16" and result.non_finite and np.isfinite(expected).all():
             raise SpecError(Problem(f"fp16 overflow: {result.non_finite} of the fp16 file's outputs on {name} are "
                                     f"NaN or infinite where PyTorch's are finite (largest {result.largest_output:.3g})",
                                     option="--precision"))
@@ -303,14 +211,14 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
     return report()
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+def deployment_metadata(spec: Spec, deployment: Deployment) -> dict[str, str]:
+    """``archspec.precision``, and for a spec with a preprocess ``archspec.preprocess`` and ``…_baked``."""
+    return {PRECISION_KEY: deployment.precision, **preprocess_metadata(spec, baked=deployment.bake_preprocess)}
 
 
 def deploy(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Deployment,
            shapes: Sequence[tuple[str, tuple[int, ...]]], *,
-           providers: Sequence[str | tuple[str, dict[str, str]]] = (_CPU,),
+           providers: Sequence[str | tuple[str, dict[str, str]]] | None = (_CPU,),
            progress: Callable[[str], None] = lambda _: None) -> tuple[onnx.ModelProto, DeploymentCheck | None]:
     """The file a deployment asks for, made from the proven fp32 graph, and its check.
 
@@ -320,22 +228,21 @@ def deploy(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: De
         spec: the validated spec.
         deployment: from ``settle``.
         shapes: ``(name, input shape)`` of each seeded case for fp16 and baked fp32.
-        providers: the onnxruntime providers the check asks for.
+        providers: the onnxruntime providers the check asks for; ``None``: no check.
         progress: called with a short description as each long step starts.
 
     Returns:
-        The graph to write, its metadata holding ``archspec.precision`` and, when the spec
-        has a preprocess, ``archspec.preprocess`` and ``archspec.preprocess_baked``; and the
-        check (``None`` when the graph is the fp32 one unchanged). A check that did not pass
-        is returned, not raised: the caller reports it and writes nothing.
+        The graph to write, with the fp32 graph's metadata, ``deployment_metadata`` and the
+        check's summary (``archspec.deployment_check``); and the check (``None`` when the
+        graph is the fp32 one or nothing was checked). A check that did not pass is
+        returned, not raised: the caller reports it and writes nothing.
 
     Raises:
         SpecError: fp16 overflow (a weight, an activation or an output beyond 65504).
     """
     sample_shape = spec.input.sample_shape()
     metadata = {p.key: p.value for p in model.metadata_props}
-    metadata.update({PRECISION_KEY: deployment.precision,
-                     **preprocess_metadata(spec, baked=deployment.bake_preprocess)})
+    metadata.update(deployment_metadata(spec, deployment))
     result = model
     if deployment.bake_preprocess:
         assert spec.preprocess is not None
@@ -350,9 +257,9 @@ def deploy(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: De
     elif deployment.precision == "int8":
         assert deployment.calibration is not None
         progress(f"calibrating int8 on {len(deployment.calibration)} inputs")
-        result = to_int8(result, deployment.calibration)
+        result = to_int8(result, deployment.calibration, batch=fixed_batch(model))
     verdict = None
-    if deployment.transforms:
+    if deployment.transforms and providers is not None:
         verdict = check(result, module, spec, deployment, shapes, providers=providers, progress=progress)
         metadata["archspec.deployment_check"] = json.dumps(verdict.summary(), sort_keys=True)
     helper.set_model_props(result, metadata)

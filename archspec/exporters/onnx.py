@@ -29,6 +29,7 @@ from torch import nn
 from archspec.atomic import atomic_output, check_destination
 from archspec.builder import build_module
 from archspec.errors import Problem, RunError, SpecError, first_line
+from archspec.exporters.deployment import deploy, deployment_metadata, settle
 from archspec.exporters.emitters import emit
 from archspec.exporters.graph import Dims
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
@@ -281,6 +282,10 @@ def export_onnx(
     verify_output: bool = True,
     progress: Callable[[str], None] = lambda _: None,
     exporter: str = "archspec",
+    precision: str = "fp32",
+    calibration: str | Path | None = None,
+    io_fp16: bool = False,
+    bake_preprocess: bool = False,
 ) -> ExportReport:
     """Export a validated spec's network to ``out`` and prove the file under onnxruntime.
 
@@ -289,7 +294,8 @@ def export_onnx(
     Raises:
         SpecError: bad weights, an unusable output path, an unavailable provider, an opset
             outside 13 to the newest onnx defines (or that onnxruntime cannot run, when
-            verifying), an unknown exporter, or a model too large for one file.
+            verifying), an unknown exporter, or a model too large for one file; bad
+            deployment options or calibration inputs, or fp16 overflow.
         RunError: the torch exporter failed, or wrote another opset than the one asked for.
         VerificationError: the file does not match PyTorch; nothing is left at ``out``.
     """
@@ -301,6 +307,8 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     check_opset(opset, verifying=verify_output)
     providers = resolve_providers(provider) if verify_output else None
+    deployment = settle(spec, precision=precision, calibration=calibration, io_fp16=io_fp16,
+                        bake_preprocess=bake_preprocess)
     result = static_pass(spec)
     progress("building the network")
     module = build_module(result)
@@ -322,6 +330,7 @@ def export_onnx(
             "archspec.exporter": exporter_name,
             "archspec.opset": str(_opset(model)),
             "archspec.verification": "not run",
+            **deployment_metadata(spec, deployment),
             **{f"{name}.version": number for name, number in versions.items()},
         }
         helper.set_model_props(model, metadata)
@@ -332,6 +341,13 @@ def export_onnx(
                                   tolerance=tolerance, progress=progress)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
+        deployed = None
+        if deployment.transforms and (verification is None or verification.passed):
+            # fp16, int8 or baked: made from the proven fp32 graph, then checked on its own.
+            shapes = [(case.name, case.shape)
+                      for case in verification_cases(spec, result, batch_size=batch_size, static=static)]
+            model, deployed = deploy(model, module, spec, deployment, shapes,
+                                     providers=None if providers is None else providers.order, progress=progress)
         progress("writing the file")
         _write(temporary, model)
         progress("checking the file with onnx.checker")
@@ -340,7 +356,8 @@ def export_onnx(
             checker = "passed"
         except onnx.checker.ValidationError as error:
             checker = first_line(error)
-        passed = checker == "passed" and (verification is None or verification.passed)
+        passed = (checker == "passed" and (verification is None or verification.passed)
+                  and (deployed is None or deployed.passed))
         report = ExportReport(
             spec_name=spec.name,
             spec_sha256=metadata["archspec.spec_sha256"],
@@ -358,9 +375,15 @@ def export_onnx(
             checker=checker,
             written=passed,
             verification=verification,
+            precision=deployment.precision,
+            deployment=deployed,
         )
         if checker != "passed":
             raise VerificationError(f"onnx.checker rejected the file: {checker}", report)
+        if deployed is not None and not deployed.passed and (verification is None or verification.passed):
+            worst = deployed.error or "; ".join(case.describe() for case in deployed.failures)
+            raise VerificationError(f"{deployment.precision} check failed ({deployed.tolerance.describe()}): "
+                                    f"{worst}", report)
         if not passed:
             assert verification is not None
             worst = verification.error or "; ".join(case.describe() for case in verification.failures)

@@ -147,12 +147,13 @@ def to_fp16(model: onnx.ModelProto, *, io_fp16: bool = False) -> onnx.ModelProto
     return _only_used_domains(converted)
 
 
-def to_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
+def to_int8(model: onnx.ModelProto, calibration: np.ndarray, *, batch: int | None = None) -> onnx.ModelProto:
     """A statically quantized copy of a float32 graph, calibrated on ``calibration``.
 
     Args:
         model: the float32 graph, one input.
         calibration: checked inputs, ``(N, *sample_shape)`` float32 (``read_calibration``).
+        batch: the batch a static graph takes; ``None`` when it is dynamic.
 
     Returns:
         The QDQ graph: int8 per-channel weights, uint8 activations, ranges from MinMax calibration.
@@ -162,7 +163,7 @@ def to_int8(model: onnx.ModelProto, calibration: np.ndarray) -> onnx.ModelProto:
         prepared = _prepared(model, Path(folder))
         quantized = Path(folder) / "int8.onnx"
         quantize_static(
-            prepared, quantized, ArrayReader(calibration, input_name),
+            prepared, quantized, ArrayReader(calibration, input_name, batch),
             quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=list(INT8_OPS),
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,

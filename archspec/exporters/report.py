@@ -124,6 +124,114 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return max((value for value in values if value is not None), default=None)
 
 
+# ---- deployment files (fp16, int8, baked preprocessing): checked against the fp32 module ----
+
+
+@dataclass(frozen=True)
+class DeploymentTolerance:
+    """What a converted file must meet, against the fp32 PyTorch module on every case."""
+
+    max_relative_error: float | None
+    """Largest ``|file − torch|`` over the largest ``|torch|`` of the case; ``None``: not judged."""
+    min_top1_agreement: float | None = None
+    """Classifiers in int8: the share of inputs whose arg-max class agrees; ``None``: not judged."""
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_relative_error is not None:
+            parts.append(f"max error ≤ {self.max_relative_error:g} of the largest output")
+        if self.min_top1_agreement is not None:
+            parts.append(f"top-1 agreement ≥ {self.min_top1_agreement:.0%}")
+        return ", ".join(parts)
+
+
+# fp32 with the normalisation baked in: one Sub and one Div more than PyTorch's arithmetic.
+BAKED_FP32_TOLERANCE = DeploymentTolerance(max_relative_error=1e-4)
+# fp16 keeps 11 significant bits (4.9e-4 relative); the tutorial and DenseNet-121 land near
+# 1e-3 of the largest logit in PyTorch's own fp16, so 1e-2 leaves a factor of ten.
+FP16_TOLERANCE = DeploymentTolerance(max_relative_error=1e-2)
+# int8 rounds every activation to 1 of 256 steps of its calibrated range: classifiers are judged
+# by their decisions, regressors by their error (the tabular MLP: a few per cent).
+INT8_CLASSIFIER_TOLERANCE = DeploymentTolerance(max_relative_error=None, min_top1_agreement=0.9)
+INT8_REGRESSOR_TOLERANCE = DeploymentTolerance(max_relative_error=0.1)
+
+
+@dataclass(frozen=True)
+class DeploymentCase:
+    """One input batch: how far the converted file landed from the fp32 PyTorch module."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    largest_output: float
+    """Largest ``|torch|``: the scale the error is measured against."""
+    max_abs_error: float | None
+    """Largest ``|file − torch|`` over the finite elements; ``None`` when the shapes differ."""
+    relative_error: float | None
+    """``max_abs_error / largest_output``."""
+    top1_agreement: float | None
+    """Classifiers: the share of inputs whose arg-max class is PyTorch's; ``None`` for regressors."""
+    non_finite: int
+    """Output elements NaN or infinite in the file's output (PyTorch's are checked finite first)."""
+    passed: bool
+
+    def describe(self) -> str:
+        """``batch 4 (4, 1, 96, 96): max error 6.6e-04 of the largest output 1.66, top-1 agreement 100% (ok)``."""
+        if self.max_abs_error is None:
+            return f"{self.name} {self.input_shape}: output shape differs from PyTorch's"
+        agreement = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.1%}"
+        broken = f", {self.non_finite} not finite" if self.non_finite else ""
+        return (f"{self.name} {self.input_shape}: max error {self.relative_error:.2g} of the largest output "
+                f"{self.largest_output:.3g}{agreement}{broken} ({'ok' if self.passed else 'FAILED'})")
+
+
+@dataclass(frozen=True)
+class DeploymentCheck:
+    """The converted file against the fp32 PyTorch module: precision, inputs, tolerance, every case."""
+
+    precision: str
+    io_dtype: str
+    """``float32`` or ``float16``: the file's input and output."""
+    preprocess_baked: bool
+    inputs: str
+    """Where the inputs came from: seeded normal, seeded uniform in [0, 1), or the calibration file."""
+    tolerance: DeploymentTolerance
+    providers: tuple[str, ...]
+    """What ``session.get_providers()`` returned."""
+    cases: tuple[DeploymentCase, ...]
+    error: str | None = None
+    """Why onnxruntime could not load or run the file."""
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple[DeploymentCase, ...]:
+        return tuple(case for case in self.cases if not case.passed)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form stored in the file's metadata."""
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "io": self.io_dtype,
+            "preprocess_baked": self.preprocess_baked,
+            "inputs": self.inputs,
+            "provider": self.providers[0] if self.providers else None,
+            "tolerance": self.tolerance.describe(),
+            "max_relative_error": max((c.relative_error for c in self.cases if c.relative_error is not None),
+                                      default=None),
+            "min_top1_agreement": min((c.top1_agreement for c in self.cases if c.top1_agreement is not None),
+                                      default=None),
+            "error": self.error,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """Everything one ``export_onnx`` call decided and measured."""
@@ -152,6 +260,11 @@ class ExportReport:
     """Whether the file is at ``output``: false when the checker or verification failed."""
     verification: VerifyReport | None
     """``None`` when run with ``verify=False``."""
+    precision: str = "fp32"
+    """``fp32``, ``fp16`` or ``int8``: the file written."""
+    deployment: DeploymentCheck | None = None
+    """The fp16, int8 or baked file against the fp32 module (its tolerance, errors, agreement);
+    ``None`` for a plain fp32 file, or with ``verify=False``."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -159,6 +272,8 @@ class ExportReport:
             data["verification"]["passed"] = self.verification.passed
             for case, result in zip(data["verification"]["cases"], self.verification.cases):
                 case["passed"] = result.passed
+        if self.deployment is not None:
+            data["deployment"]["passed"] = self.deployment.passed
         return data
 
     def to_json(self) -> str:
