@@ -115,6 +115,9 @@ def test_export_report_into_a_missing_folder_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.onnx
 def test_export_safetensors_weights(tmp_path: Path) -> None:
+    # Seeded: the single regression output is a sum that nearly cancels for some weights, where
+    # fp32 reordering reaches 3e-5 of it; with these weights it is 3e-7.
+    torch.manual_seed(0)
     source = randomize_state(archspec.build(MLP), seed=6).eval()
     weights = tmp_path / "mlp.safetensors"
     save_file(source.state_dict(), str(weights))
