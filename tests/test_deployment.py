@@ -9,7 +9,6 @@ in the comments (onnxruntime 1.31.1 CPU provider, torch 2.14.1).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from archspec.exporters.precision import to_fp16
 from archspec.exporters.preprocess_graph import BAKED_KEY, PREPROCESS_KEY, normalise, preprocess_metadata
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state
+from tests.threads import one_torch_thread  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.onnx
 
@@ -46,15 +46,6 @@ SMALL_TABULAR = ("input.features=4", "stem.hidden=[16, 32]", "defaults.growth_ra
 TUTORIAL_CASES = (("batch 1", (1, 1, 96, 96)), ("batch 4", (4, 1, 96, 96)))
 TABULAR_CASES = (("batch 1", (1, 4)), ("batch 4", (4, 4)))
 CALIBRATION_INPUTS = 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Two test workers share two cores: oversubscribed torch threads spin on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Exported:
