@@ -76,7 +76,9 @@ def add_norm_act(layers: OrderedDict[str, nn.Module], width: int, kind: NormAct,
     norm = norm_layer(width, kind, dims=dims)
     if norm is not None:
         layers[f"norm{suffix}"] = norm
-    activation = activation_layer(kind)
+    # In place only on the norm's own output: without a norm the input may be a tensor another
+    # part saved for backward (a shared-storage block's output).
+    activation = activation_layer(kind, in_place=norm is not None)
     if activation is not None:
         layers[f"{_activation_name(kind)}{suffix}"] = activation
 
@@ -223,7 +225,11 @@ class _SharedStorage(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (out,) = ctx.saved_tensors
-        grad = grad_out.clone(memory_format=torch.contiguous_format)
+        # Inside a DenseNet the part after a block (a norm, convolution, pool or Linear) hands
+        # it a gradient nobody else holds, so it is accumulated in place: the block then needs
+        # one output-sized gradient, not two. A block used on its own copies it first.
+        exclusive = ctx.block.gradient_is_exclusive and grad_out.is_contiguous()
+        grad = grad_out if exclusive else grad_out.clone(memory_format=torch.contiguous_format)
         param_grads: list[Tensor | None] = []
         width = out.shape[1]
         for layer, state in zip(reversed(list(ctx.block.values())), reversed(ctx.states)):
@@ -267,10 +273,12 @@ class DenseBlock(nn.ModuleDict):
 
     With ``memory_efficient`` (training with gradients only) the layers write into one
     shared buffer instead (``_SharedStorage``); eval and export take the plain path.
+    ``gradient_is_exclusive``: what follows the block hands it a gradient tensor that nothing
+    else holds (true in a built DenseNet), so backward may accumulate into it in place.
     """
 
     def __init__(self, *, num_layers: int, in_width: int, growth_rate: int, memory_efficient: bool,
-                 **layer: object):
+                 gradient_is_exclusive: bool = False, **layer: object):
         super().__init__()
         for index in range(num_layers):
             self.add_module(
@@ -280,6 +288,7 @@ class DenseBlock(nn.ModuleDict):
             )
         self.out_width = in_width + num_layers * growth_rate
         self.memory_efficient = memory_efficient
+        self.gradient_is_exclusive = gradient_is_exclusive
 
     def forward(self, x: Tensor) -> Tensor:
         if self.memory_efficient and self.training and torch.is_grad_enabled():

@@ -111,6 +111,7 @@ def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
         bn_size=block.bn_size,
         drop_rate=block.drop_rate,
         memory_efficient=block.memory_efficient,
+        gradient_is_exclusive=True,  # every part after a block starts with a norm, conv, pool or Linear
         bias=block.bias,
         dims=spatial_dims(stage.in_shape),
         kernel_size=block.kernel,

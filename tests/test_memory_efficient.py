@@ -30,6 +30,8 @@ CASES = {
                                                   "defaults.norm=instance_norm", "defaults.drop_rate=0.1"),
                                     (2, 2, 128)),
     "tabular": (ROOT / "specs" / "mlp_tabular.yaml", (), (4, 330)),
+    # No norm before the transition's ReLU: it must not overwrite the block's saved output.
+    "transition-without-norm": (TUTORIAL, ("body[1].norm=none",), (2, 1, 32, 32)),
 }
 
 

@@ -46,11 +46,11 @@ def test_tutorial_first_block_naive_and_memory_efficient() -> None:
     naive = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=False)[1]
     assert (naive.stored, naive.working) == (516_096 + 110_592, 2 * 110_592)
     # Memory-efficient (shared storage): only the output, which holds every feature map once;
-    # the backward pass also holds the last layer recomputed from a contiguous copy of its
-    # 160-channel input (the copy, the norm's input, the convolution's input, the copy's
-    # gradient and the gradient through the norm: 5 × 160 × 576).
+    # the backward pass holds the output's gradient (accumulated in place) and the last layer
+    # recomputed from a contiguous copy of its 160-channel input (the copy, the norm's input,
+    # the convolution's input, the copy's gradient and the gradient through the norm: 5 × 160 × 576).
     efficient = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=True)[1]
-    assert (efficient.stored, efficient.working) == (110_592, 2 * 110_592 + 5 * 160 * 576)
+    assert (efficient.stored, efficient.working) == (110_592, 110_592 + 5 * 160 * 576)
 
 
 def test_estimate_totals_for_reference_specs() -> None:
@@ -60,11 +60,11 @@ def test_estimate_totals_for_reference_specs() -> None:
     )
     dense = archspec.load_spec(ROOT / "specs" / "densenet121.yaml")
     efficient = estimate(dense, mode="memory_efficient", optimizer="adam")
-    assert (efficient.activations_per_sample, efficient.working_per_sample) == (23_085_056, 12_439_552)
+    assert (efficient.activations_per_sample, efficient.working_per_sample) == (23_085_056, 9_228_288)
     # Adam keeps two moments per parameter: 2 × 7,978,856 × 4 bytes.
     assert efficient.optimizer_state == 63_830_848
     assert efficient.fixed == 4 * 7_978_856 * 4
-    assert efficient.total(32) == efficient.fixed + 32 * (23_085_056 + 12_439_552)
+    assert efficient.total(32) == efficient.fixed + 32 * (23_085_056 + 9_228_288)
 
 
 def _saved_bytes(spec: archspec.Spec, batch: int) -> int:

@@ -117,15 +117,17 @@ class DenseBlock(StagePart):
         )
         # The block's output concatenation is saved by the norm that reads it next.
         output = stage.out_shape[0] * per_position
-        working = 2 * output
         if efficient:
             # Every feature map lives once, in the block's output (shared storage); backward
-            # recomputes one layer at a time from a contiguous copy of its input, and holds
-            # that copy's gradient and the gradient through its norm as well (three widths).
+            # accumulates into the output's gradient in place, recomputes one layer at a time
+            # from a contiguous copy of its input, and holds that copy's gradient and the
+            # gradient through its norm as well (three widths).
             stored = 0
             last_width = stage.out_shape[0] - self.growth_rate
-            working += (stage_values(last_width) + 3 * last_width + fixed) * per_position
+            working = output + (stage_values(last_width) + 3 * last_width + fixed) * per_position
         else:
+            # The output's gradient, and the gradients accumulated for each feature.
+            working = 2 * output
             summed = self._summed_widths(stage.in_shape[0])
             stored = (stage_values(summed) + self.num_layers * fixed) * per_position
         return stored + output, working
