@@ -1,11 +1,12 @@
 """Static pass + built module → ONNX graph, written directly: one emitter per kind of part.
 
 Why not ``torch.onnx.export``: the spec already describes the whole graph, so tracing it
-again is wasted work. The dynamo exporter took 42 s for DenseNet-121 with dynamic batch,
-height and width (the TorchScript exporter, now deprecated, 5.4 s); writing the nodes
-here takes well under a second. It also gives exact control of the opset (every node
-is chosen for the opset asked for, from 13 up: the torch exporters silently gave opset
-18 when 17 was asked), and frees the file from the exporters' regressions.
+again is wasted work. For DenseNet-121 with dynamic batch, height and width the dynamo
+exporter took 42 s and the TorchScript one (deprecated) about 1 s; writing the nodes here
+takes 0.1 s (docs/performance.md). It also gives exact control of the opset (every node is
+chosen for the opset asked for, from 13 up: the torch exporters wrote opset 18 when 17 was
+asked), and frees the file from the exporters' regressions and the TorchScript exporter's
+deprecation.
 
 ``EMITTERS[tag]`` is registered against the same part tags as the torch factories in
 ``archspec/builder.py`` (a second registration is refused, and a test fails for a tag
