@@ -58,6 +58,8 @@ def _quick(spec_file: Path) -> archspec.Spec:
     layer still runs."""
     spec = archspec.load_spec(spec_file)
     sizes = {"image": ("height", "width"), "volume": ("depth", "height", "width")}.get(spec.input.type, ())
+    # 64×64 leaves the last block 2×2: a batch norm over a batch of two 1×1 maps would give
+    # ±1 whatever its input, and no gradient.
     side = 64 if spec.input.type == "image" else 32
     if sizes and getattr(spec.input, sizes[-1]) > side:
         return archspec.load_spec(spec_file, [f"input.{axis}={side}" for axis in sizes])
@@ -67,22 +69,66 @@ def _quick(spec_file: Path) -> archspec.Spec:
 def test_forward_is_finite_and_every_parameter_learns(spec_file: Path) -> None:
     spec = _quick(spec_file)
     model = archspec.build(spec).train()
-    out = model(_example(spec, 2))
-    assert out.shape == (2, *archspec.static_pass(spec).out_shape)
+    # A batch norm over two values gives ±1 whatever its input, and no gradient: feature
+    # vectors, and a 32³ volume's last 1×1×1 block, take a batch of four; images keep two
+    # (their 2×2 maps give a norm eight values).
+    batch = 2 if len(archspec.static_pass(spec).input_shape) == 3 else 4
+    out = model(_example(spec, batch))
+    assert out.shape == (batch, *archspec.static_pass(spec).out_shape)
     assert torch.isfinite(out).all(), "forward output has NaN or inf"
     out.square().mean().backward()
-    silent = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # A dense layer's projection bias only feeds batch norms (later layers' and the head's), and
+    # a batch norm in training mode subtracts the batch mean: its true gradient is zero. Every
+    # other parameter must get a real one.
+    batch_norm_only = all(not isinstance(m, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm))
+                          for m in model.modules())
+    # So does a transition's, when nothing but pooling stands between it and the next norms.
+    linear_after = {name.rsplit(".", 1)[0] for name, m in model.named_modules()
+                    if name.startswith("features.transition") and name.endswith("_out")}
+    biases_before_norms = {
+        f"{name}.bias" for name, module in model.named_modules()
+        if name.startswith(("features.denseblock", "features.transition"))
+        and name.rsplit(".", 1)[0] not in linear_after
+        and isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and module.bias is not None and batch_norm_only
+    }
+    largest = max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None)
+    silent, noisy = [], []
+    for name, parameter in model.named_parameters():
+        size = 0.0 if parameter.grad is None else float(parameter.grad.abs().max())
+        if name in biases_before_norms:
+            noisy += [name] if size > 1e-4 * largest else []
+        elif not size > 1e-7 * largest:
+            silent.append(name)
     assert silent == [], f"parameters without gradient: {silent[:5]}"
+    assert noisy == [], f"biases before batch norms with a gradient: {noisy[:5]}"
 
 
-def test_forward_features_and_head_compose(spec_file: Path) -> None:
+def test_forward_head_is_pool_and_linear_on_the_features(spec_file: Path) -> None:
     spec = _quick(spec_file)
     model = archspec.build(spec).eval()
     x = _example(spec, 1)
     with torch.no_grad():
         features = model.forward_features(x)
         assert features.shape[1] == model.num_features
-        assert torch.equal(model.forward_head(features), model(x))
+        # Written out independently for the reference heads: ReLU, global average pool, Linear.
+        if spec.head.activation in ("relu", "inherit") and spec.head.pool == "avg":
+            pooled = torch.relu(features).flatten(2).mean(2) if features.dim() > 2 else torch.relu(features)
+            linear = getattr(model, model.output_name)
+            expected = pooled @ linear.weight.T + linear.bias
+            got = model(x)
+            assert (got - expected).abs().max() <= 1e-5 * expected.abs().max().clamp_min(1e-12)
+
+
+def test_convolutions_are_kaiming_initialised() -> None:
+    # torchvision's init: kaiming_normal_ (fan_in, gain √2), so each weight's standard
+    # deviation is close to √(2 / fan_in).
+    model = archspec.build(Path(__file__).parent.parent / "specs" / "densenet121.yaml")
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.weight.numel() >= 4096:
+            fan_in = module.weight[0].numel()
+            expected = (2 / fan_in) ** 0.5
+            measured = float(module.weight.std())
+            assert abs(measured - expected) <= 0.1 * expected, f"{name}: std {measured:.4g} vs {expected:.4g}"
 
 
 def test_initialisation_follows_torchvision() -> None:
