@@ -29,6 +29,7 @@ from archspec.format.parts.base import spatial_dims
 from archspec.format.parts.vocabulary import Activation, activation_name, negative_slope, norm_groups, norm_name
 from archspec.format.shapes import Stage, StaticPass
 from archspec.network import DenseNet, Output
+from archspec.registry import Registry
 
 
 @dataclass
@@ -41,19 +42,8 @@ class _Assembly:
 
 
 Factory = Callable[..., None]
-FACTORIES: dict[str, Factory] = {}
-
-
-def register(tag: str) -> Callable[[Factory], Factory]:
-    """Register the factory for parts tagged ``tag``; a second registration is an error."""
-
-    def decorate(factory: Factory) -> Factory:
-        if tag in FACTORIES:
-            raise ValueError(f"a factory for {tag!r} is already registered")
-        FACTORIES[tag] = factory
-        return factory
-
-    return decorate
+FACTORIES: Registry[Factory] = Registry("a factory")
+register = FACTORIES.register
 
 
 def _norm_act(part: StagePart) -> blocks.NormAct:

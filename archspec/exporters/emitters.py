@@ -29,6 +29,7 @@ from torch import nn
 from archspec.blocks import BlurPool
 from archspec.errors import RunError, first_line
 from archspec.exporters.graph import Dims, Graph
+from archspec.registry import Registry
 from archspec.format.parts.base import spatial_dims
 from archspec.format.shapes import Stage, StaticPass
 from archspec.network import DenseNet
@@ -225,19 +226,8 @@ class StageModules:
 
 Emitter = Callable[[Stage, StageModules, Graph, str], str]
 """``(stage, modules, graph, x) → y``: append the stage's nodes reading ``x``, return its output."""
-EMITTERS: dict[str, Emitter] = {}
-
-
-def register(tag: str) -> Callable[[Emitter], Emitter]:
-    """Register the emitter for parts tagged ``tag``; a second registration is an error."""
-
-    def decorate(emitter: Emitter) -> Emitter:
-        if tag in EMITTERS:
-            raise ValueError(f"an ONNX emitter for {tag!r} is already registered")
-        EMITTERS[tag] = emitter
-        return emitter
-
-    return decorate
+EMITTERS: Registry[Emitter] = Registry("an ONNX emitter")
+register = EMITTERS.register
 
 
 @register("conv_stem")
