@@ -253,6 +253,7 @@ def export_onnx(
     calibration: str | Path | None = None,
     io_fp16: bool = False,
     bake_preprocess: bool = False,
+    verify_with: tuple[str, ...] = (),
 ) -> ExportReport:
     """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
 
@@ -288,19 +289,24 @@ def export_onnx(
         bake_preprocess: put the spec's ``preprocess`` mean and std into the graph, so the
             file takes unnormalised input (pixels in [0, 1]). Every file whose spec has a
             ``preprocess`` carries it as JSON in the metadata key ``archspec.preprocess``.
+        verify_with: other runtimes to run the fp32 graph in after onnxruntime, on the same
+            cases and tolerance: ``opencv``, ``openvino`` (at f32), ``onnx2torch``; each
+            needs its package (``pip install 'archspec[runtimes]'``).
 
     Returns:
         The ``ExportReport``: exporter, opset, input dims, file size, versions, every
         verification case's max abs and rel error, and onnxruntime's milliseconds per
         batch at batch 1 and the larger batch; for fp16, int8 or a baked file, its
-        ``precision`` and the ``deployment`` check (tolerance, errors, top-1 agreement).
+        ``precision`` and the ``deployment`` check (tolerance, errors, top-1 agreement);
+        ``runtimes``: each ``verify_with`` runtime's cases and errors.
         ``to_json()`` serialises it.
 
     Raises:
         SpecError: bad spec, override, weights, output path, provider, opset or exporter,
             or a spec over the resource guard's limits (see ``build``); int8 without
             calibration inputs, a bad calibration array, an option that does not apply to
-            the precision, nothing to bake, or fp16 overflow.
+            the precision, nothing to bake, or fp16 overflow; a ``verify_with`` runtime
+            that is unknown or not installed (checked before the export starts).
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
         RunError: the exporter itself failed (the torch exporter, or one that wrote
             another opset than the one asked for).
@@ -327,4 +333,5 @@ def export_onnx(
         calibration=calibration,
         io_fp16=io_fp16,
         bake_preprocess=bake_preprocess,
+        verify_with=tuple(verify_with),
     )

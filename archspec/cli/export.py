@@ -63,6 +63,8 @@ def _echo_report(report: ExportReport) -> None:
     for provider in dict.fromkeys(latency.provider for latency in verification.latency):
         timed = [latency for latency in verification.latency if latency.provider == provider]
         click.echo(f"{graph}latency on {provider}: {', '.join(latency.describe() for latency in timed)}")
+    for check in report.runtimes:
+        click.echo(f"{graph}{check.describe()}")
     deployment = report.deployment
     if deployment is not None:
         baked = " (preprocess baked in)" if deployment.preprocess_baked else ""
@@ -100,12 +102,15 @@ def _echo_report(report: ExportReport) -> None:
               help="fp16: the file's input and output are float16 too.")
 @click.option("--bake-preprocess", is_flag=True,
               help="Put the spec's preprocess mean and std into the graph: the file takes input in [0, 1].")
+@click.option("--verify-with", "verify_with", metavar="RUNTIMES",
+              help="Also verify in these runtimes, comma-separated: opencv, openvino, onnx2torch "
+              "(pip install 'archspec[runtimes]').")
 @guard_options
 @overrides_option
 def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
             report_path: str | None, no_verify: bool, exporter: str, precision: str, calibration: str | None,
-            io: str, bake_preprocess: bool, max_params: int, max_memory: str | None,
+            io: str, bake_preprocess: bool, verify_with: str | None, max_params: int, max_memory: str | None,
             overrides: tuple[str, ...]) -> None:
     """Export SPEC to an ONNX file and verify it under onnxruntime."""
     tolerance = Tolerance(
@@ -123,6 +128,7 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
                 max_params=max_params, max_memory=memory_limit(max_memory), exporter=exporter,
                 precision=precision, calibration=calibration, io_fp16=io == "fp16",
                 bake_preprocess=bake_preprocess,
+                verify_with=tuple(name.strip() for name in (verify_with or "").split(",") if name.strip()),
             )
         except VerificationError as error:
             failure: VerificationError | None = error

@@ -33,6 +33,7 @@ from archspec.exporters.deployment import deploy, deployment_metadata, settle
 from archspec.exporters.emitters import emit
 from archspec.exporters.graph import Dims
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
+from archspec.exporters.runtimes import check_installed, verify_in
 from archspec.exporters.verify import Case, resolve_providers, runs_opset, verify
 from archspec.format.dump import resolved_document
 from archspec.format.memory import BYTES_PER_VALUE
@@ -286,6 +287,7 @@ def export_onnx(
     calibration: str | Path | None = None,
     io_fp16: bool = False,
     bake_preprocess: bool = False,
+    verify_with: tuple[str, ...] = (),
 ) -> ExportReport:
     """Export a validated spec's network to ``out`` and prove the file under onnxruntime.
 
@@ -295,7 +297,8 @@ def export_onnx(
         SpecError: bad weights, an unusable output path, an unavailable provider, an opset
             outside 13 to the newest onnx defines (or that onnxruntime cannot run, when
             verifying), an unknown exporter, or a model too large for one file; bad
-            deployment options or calibration inputs, or fp16 overflow.
+            deployment options or calibration inputs, or fp16 overflow; a ``verify_with``
+            runtime that is unknown or not installed.
         RunError: the torch exporter failed, or wrote another opset than the one asked for.
         VerificationError: the file does not match PyTorch; nothing is left at ``out``.
     """
@@ -307,6 +310,7 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     check_opset(opset, verifying=verify_output)
     providers = resolve_providers(provider) if verify_output else None
+    runtimes = check_installed(verify_with) if verify_output else ()
     deployment = settle(spec, precision=precision, calibration=calibration, io_fp16=io_fp16,
                         bake_preprocess=bake_preprocess)
     result = static_pass(spec)
@@ -341,6 +345,12 @@ def export_onnx(
                                   tolerance=tolerance, progress=progress)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
+        checks = []
+        if runtimes and verification.passed:  # the fp32 graph, as onnxruntime saw it
+            _write(temporary, model)
+            for name in runtimes:
+                progress(f"verifying in {name}")
+                checks.append(verify_in(name, temporary, module, cases, tolerance=tolerance))
         deployed = None
         if deployment.transforms and (verification is None or verification.passed):
             # fp16, int8 or baked: made from the proven fp32 graph, then checked on its own.
@@ -357,7 +367,7 @@ def export_onnx(
         except onnx.checker.ValidationError as error:
             checker = first_line(error)
         passed = (checker == "passed" and (verification is None or verification.passed)
-                  and (deployed is None or deployed.passed))
+                  and all(check.passed for check in checks) and (deployed is None or deployed.passed))
         report = ExportReport(
             spec_name=spec.name,
             spec_sha256=metadata["archspec.spec_sha256"],
@@ -377,6 +387,7 @@ def export_onnx(
             verification=verification,
             precision=deployment.precision,
             deployment=deployed,
+            runtimes=tuple(checks),
         )
         if checker != "passed":
             raise VerificationError(f"onnx.checker rejected the file: {checker}", report)
@@ -384,6 +395,11 @@ def export_onnx(
             worst = deployed.error or "; ".join(case.describe() for case in deployed.failures)
             raise VerificationError(f"{deployment.precision} check failed ({deployed.tolerance.describe()}): "
                                     f"{worst}", report)
+        for check in checks:
+            if not check.passed:
+                worst = check.error or "; ".join(case.describe() for case in check.failures)
+                raise VerificationError(f"verification in {check.runtime} failed (rtol {tolerance.rtol:g}, "
+                                        f"atol {tolerance.atol:g}): {worst}", report)
         if not passed:
             assert verification is not None
             worst = verification.error or "; ".join(case.describe() for case in verification.failures)

@@ -124,6 +124,33 @@ def _largest(values: Iterable[float | None]) -> float | None:
     return max((value for value in values if value is not None), default=None)
 
 
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """The same verification cases run in another runtime (OpenCV DNN, OpenVINO, onnx2torch)."""
+
+    runtime: str
+    cases: tuple[CaseResult, ...]
+    error: str | None = None
+    """Why the runtime could not load or run the file; the cases before it are kept."""
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple[CaseResult, ...]:
+        return tuple(case for case in self.cases if not case.passed)
+
+    def describe(self) -> str:
+        """``verified in openvino: 3 cases, max abs error 1.2e-06, max rel error 3e-05``."""
+        if self.error is not None:
+            return f"{self.runtime}: {self.error}"
+        return (f"verified in {self.runtime}: {len(self.cases)} cases, "
+                f"max abs error {_number(_largest(c.max_abs_error for c in self.cases))}, "
+                f"max rel error {_number(_largest(c.max_rel_error for c in self.cases))}"
+                f"{'' if self.passed else ' (outside tolerance)'}")
+
+
 # ---- deployment files (fp16, int8, baked preprocessing): checked against the fp32 module ----
 
 
@@ -265,9 +292,13 @@ class ExportReport:
     deployment: DeploymentCheck | None = None
     """The fp16, int8 or baked file against the fp32 module (its tolerance, errors, agreement);
     ``None`` for a plain fp32 file, or with ``verify=False``."""
+    runtimes: tuple[RuntimeCheck, ...] = ()
+    """The fp32 graph in each runtime named by ``verify_with``, on the verification cases."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        for check, result in zip(data["runtimes"], self.runtimes):
+            check["passed"] = result.passed
         if self.verification is not None:
             data["verification"]["passed"] = self.verification.passed
             for case, result in zip(data["verification"]["cases"], self.verification.cases):

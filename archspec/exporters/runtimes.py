@@ -1,0 +1,107 @@
+"""Run an exported file in runtimes other than onnxruntime: OpenCV DNN, OpenVINO, onnx2torch.
+
+Each adapter takes the file and one input array and returns the output array; the
+runtime's package is imported inside it, so archspec needs none of them unless asked
+(``pip install 'archspec[runtimes]'``). ``check_installed`` runs before an export starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from archspec.errors import Problem, SpecError
+from archspec.exporters.report import CaseResult, RuntimeCheck, Tolerance
+from archspec.exporters.verify import Case, _reference, compare
+
+EXTRA = "pip install 'archspec[runtimes]'"
+
+
+def _run_opencv(path: Path, x: np.ndarray) -> np.ndarray:
+    """OpenCV DNN: reads the file into its own graph; one input, one output."""
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(x)
+    return np.asarray(net.forward())
+
+
+def _run_openvino(path: Path, x: np.ndarray) -> np.ndarray:
+    """OpenVINO CPU at f32: its CPU plugin picks bf16 by default where the CPU has it (3e-2 off)."""
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.asarray(compiled(x)[compiled.output(0)])
+
+
+def _run_onnx2torch(path: Path, x: np.ndarray) -> np.ndarray:
+    """onnx2torch: the file converted back to a torch module; it lacks some newer op versions."""
+    import onnx2torch
+
+    module = onnx2torch.convert(str(path)).eval()
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime's name, the package it imports and its adapter."""
+
+    name: str
+    package: str
+    run: Callable[[Path, np.ndarray], np.ndarray]
+
+
+RUNTIMES: dict[str, Runtime] = {
+    runtime.name: runtime
+    for runtime in (
+        Runtime("opencv", "cv2", _run_opencv),
+        Runtime("openvino", "openvino", _run_openvino),
+        Runtime("onnx2torch", "onnx2torch", _run_onnx2torch),
+    )
+}
+
+
+def check_installed(names: Sequence[str]) -> tuple[str, ...]:
+    """Settle the runtimes to verify with before the export starts.
+
+    Raises:
+        SpecError: a name is not a runtime, or its package does not import.
+    """
+    for name in names:
+        if name not in RUNTIMES:
+            raise SpecError(Problem(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}",
+                                    option="--verify-with"))
+        try:
+            importlib.import_module(RUNTIMES[name].package)
+        except ImportError:
+            raise SpecError(Problem(f"runtime {name} is not installed ({RUNTIMES[name].package} does not import); "
+                                    f"{EXTRA}", option="--verify-with")) from None
+    return tuple(dict.fromkeys(names))
+
+
+def verify_in(name: str, path: Path, module: nn.Module, cases: Sequence[Case], *,
+              tolerance: Tolerance) -> RuntimeCheck:
+    """Run the file at ``path`` in runtime ``name`` on the same seeded inputs as ``verify``."""
+    run = RUNTIMES[name].run
+    module.eval()
+    results: list[CaseResult] = []
+    references: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
+    try:
+        for case in cases:
+            size = case.shape[1:]
+            if size not in references:
+                references[size] = _reference(module, cases, size)
+            x, expected = (values[: case.shape[0]] for values in references[size])
+            actual = run(path, np.ascontiguousarray(x.numpy()))
+            results.append(compare(case.name, case.shape, actual, expected, tolerance))
+    except Exception as error:  # each runtime raises its own types for files it cannot load or run
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return RuntimeCheck(name, tuple(results), error=f"{name} could not run the file: {lines[0]}")
+    return RuntimeCheck(name, tuple(results))
