@@ -117,6 +117,13 @@ def test_unknown_runtime_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_verify_with_and_no_verify_are_refused_together(tmp_path):
+    result = _export(TUTORIAL, "--onnx", str(tmp_path / "t.onnx"), "--verify-with", "opencv", "--no-verify")
+    assert result.exit_code == 2, result.output
+    assert "cannot go with --no-verify" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_disagreeing_runtime_fails_verification_and_leaves_nothing(exported, tmp_path, monkeypatch):
     def perturbed(path: Path, x: np.ndarray) -> np.ndarray:
         output = runtimes.RUNTIMES["onnx2torch"].run(path, x)

@@ -310,7 +310,10 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     check_opset(opset, verifying=verify_output)
     providers = resolve_providers(provider) if verify_output else None
-    runtimes = check_installed(verify_with) if verify_output else ()
+    if verify_with and not verify_output:
+        raise SpecError(Problem("adds runtimes to the verification; it cannot go with --no-verify",
+                                option="--verify-with"))
+    runtimes = check_installed(verify_with)
     deployment = settle(spec, precision=precision, calibration=calibration, io_fp16=io_fp16,
                         bake_preprocess=bake_preprocess)
     result = static_pass(spec)
