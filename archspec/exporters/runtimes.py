@@ -7,7 +7,7 @@ runtime's package is imported inside it, so archspec needs none of them unless a
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +78,10 @@ def check_installed(names: Sequence[str]) -> tuple[str, ...]:
         if name not in RUNTIMES:
             raise SpecError(Problem(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}",
                                     option="--verify-with"))
-        try:
-            importlib.import_module(RUNTIMES[name].package)
-        except ImportError:
-            raise SpecError(Problem(f"runtime {name} is not installed ({RUNTIMES[name].package} does not import); "
-                                    f"{EXTRA}", option="--verify-with")) from None
+        # Looked up, not imported: no package is imported by a name that came from the user.
+        if importlib.util.find_spec(RUNTIMES[name].package) is None:
+            raise SpecError(Problem(f"runtime {name} is not installed ({RUNTIMES[name].package} is not found); "
+                                    f"{EXTRA}", option="--verify-with"))
     return tuple(dict.fromkeys(names))
 
 
