@@ -80,8 +80,23 @@ class Latency:
         return f"batch {self.batch} {self.milliseconds:.1f} ms"
 
 
+class _Checked:
+    """What every check over cases answers: whether it passed, and which cases did not."""
+
+    cases: tuple
+    error: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(case.passed for case in self.cases)
+
+    @property
+    def failures(self) -> tuple:
+        return tuple(case for case in self.cases if not case.passed)
+
+
 @dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(_Checked):
     """The onnxruntime run: which provider really ran, the tolerance, every case."""
 
     provider_requested: str
@@ -96,14 +111,6 @@ class VerifyReport:
     """Why onnxruntime could not load or run the file; the cases before it are kept."""
     latency: tuple[Latency, ...] = ()
     """Milliseconds per batch at batch 1 and at the larger verification batch (one per timed case)."""
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(case.passed for case in self.cases)
-
-    @property
-    def failures(self) -> tuple[CaseResult, ...]:
-        return tuple(case for case in self.cases if not case.passed)
 
     def summary(self) -> dict[str, Any]:
         """The short form stored in the ONNX file's metadata."""
@@ -125,21 +132,13 @@ def _largest(values: Iterable[float | None]) -> float | None:
 
 
 @dataclass(frozen=True)
-class RuntimeCheck:
+class RuntimeCheck(_Checked):
     """The same verification cases run in another runtime (OpenCV DNN, OpenVINO, onnx2torch)."""
 
     runtime: str
     cases: tuple[CaseResult, ...]
     error: str | None = None
     """Why the runtime could not load or run the file; the cases before it are kept."""
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(case.passed for case in self.cases)
-
-    @property
-    def failures(self) -> tuple[CaseResult, ...]:
-        return tuple(case for case in self.cases if not case.passed)
 
     def describe(self) -> str:
         """``verified in openvino: 3 cases, max abs error 1.2e-06, max rel error 3e-05``."""
@@ -212,7 +211,7 @@ class DeploymentCase:
 
 
 @dataclass(frozen=True)
-class DeploymentCheck:
+class DeploymentCheck(_Checked):
     """The converted file against the fp32 PyTorch module: precision, inputs, tolerance, every case."""
 
     precision: str
@@ -227,14 +226,6 @@ class DeploymentCheck:
     cases: tuple[DeploymentCase, ...]
     error: str | None = None
     """Why onnxruntime could not load or run the file."""
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and all(case.passed for case in self.cases)
-
-    @property
-    def failures(self) -> tuple[DeploymentCase, ...]:
-        return tuple(case for case in self.cases if not case.passed)
 
     def summary(self) -> dict[str, Any]:
         """The short form stored in the file's metadata."""
