@@ -25,11 +25,14 @@ class Output:
 def global_pool(x: Tensor, kind: str) -> Tensor:
     """``(N, C, *spatial)`` → ``(N, C)``; torch's adaptive pools, so 2D matches torchvision bit for bit."""
     dims = x.dim() - 2
-    if kind != "max":
-        average = getattr(F, f"adaptive_avg_pool{dims}d")(x, 1)
-    if kind != "avg":
-        maximum = getattr(F, f"adaptive_max_pool{dims}d")(x, 1)
-    pooled = {"avg": lambda: average, "max": lambda: maximum, "avg_max": lambda: 0.5 * (average + maximum)}[kind]()
+    average = getattr(F, f"adaptive_avg_pool{dims}d")
+    maximum = getattr(F, f"adaptive_max_pool{dims}d")
+    if kind == "avg":
+        pooled = average(x, 1)
+    elif kind == "max":
+        pooled = maximum(x, 1)
+    else:
+        pooled = 0.5 * (average(x, 1) + maximum(x, 1))
     return torch.flatten(pooled, 1)
 
 
