@@ -17,6 +17,7 @@ from math import comb
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -146,6 +147,13 @@ class _KeepRunningStats:
                 buffer.copy_(saved)
 
 
+def recomputed(stretch: nn.Module, x: Tensor) -> Tensor:
+    """``stretch(x)`` keeping only ``x`` for backward, which reruns ``stretch`` first: torch's
+    non-reentrant checkpoint, with BatchNorm statistics kept from being updated twice."""
+    return checkpoint(stretch, x, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _KeepRunningStats(stretch)))
+
+
 class DenseLayer(nn.Sequential):
     """Pre-activation layer reading the concatenation of every earlier feature map.
 
@@ -193,6 +201,49 @@ class DenseLayer(nn.Sequential):
     def forward(self, features: list[Tensor]) -> Tensor:
         return self.new_features(torch.cat(features, 1))
 
+    def recomputed_gradients(self, x: Tensor, grad_new: Tensor) -> tuple[Tensor | None, ...]:
+        """Gradients of input ``x`` and of every parameter, given the new features' ``grad_new``,
+        recomputing the layer from ``x`` in training mode.
+
+        The last convolution's forward is not rerun: its output already sits in the block's
+        buffer, and its backward needs only its input (``_ConvolutionBackward``). With dropout
+        after it (or a Linear, for feature vectors) the whole layer is rerun.
+        """
+        projection = self[-1]
+        with torch.enable_grad():
+            if self.drop_rate > 0 or not isinstance(projection, nn.modules.conv._ConvNd):
+                new = self.new_features(x)
+            else:
+                before = x
+                for module in list(self)[:-1]:
+                    before = module(before)
+                # No name keeps the projection's input alive: it is freed as soon as the
+                # backward pass is through the activation before it.
+                new = _ConvolutionBackward.apply(before, projection.weight, projection.bias, projection, grad_new.shape)
+        return torch.autograd.grad(new, [x, *self.parameters()], grad_new, allow_unused=True)
+
+
+class _ConvolutionBackward(torch.autograd.Function):
+    """A convolution whose forward is skipped (it returns a stand-in of the output's shape) and
+    whose backward is the aten kernel autograd runs for ``conv(input)``, so gradients are
+    bit-identical to the convolution's own."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Module, shape: torch.Size) -> Tensor:
+        ctx.conv, ctx.has_bias = conv, bias is not None
+        ctx.save_for_backward(input, weight)
+        return input.new_zeros(()).expand(shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        input, weight = ctx.saved_tensors
+        conv = ctx.conv
+        grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, input, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
+            conv.dilation, False, [0] * len(conv.stride), conv.groups, [True, True, ctx.has_bias],
+        )
+        return grad_input, grad_weight, grad_bias, None, None
+
 
 class _SharedStorage(torch.autograd.Function):
     """A memory-efficient dense block (Pleiss et al., 2017): every feature map lives once.
@@ -233,19 +284,16 @@ class _SharedStorage(torch.autograd.Function):
         param_grads: list[Tensor | None] = []
         width = out.shape[1]
         for layer, state in zip(reversed(list(ctx.block.values())), reversed(ctx.states)):
-            params = list(layer.parameters())
             growth = layer.growth_rate
             width -= growth
             x = out[:, :width].contiguous().requires_grad_(True)
             # Statistics are restored only after the gradient: BatchNorm's backward checks
             # that the running buffers it was given are unchanged.
             with _KeepRunningStats(layer), _replayed_rng(state, x):
-                with torch.enable_grad():
-                    new = layer.new_features(x)
-                found = torch.autograd.grad(new, [x, *params], grad[:, width : width + growth], allow_unused=True)
+                found = layer.recomputed_gradients(x, grad[:, width : width + growth])
             grad[:, :width] += found[0]
             param_grads[:0] = found[1:]
-            del x, new, found  # free this layer's recomputation before the next one starts
+            del x, found  # free this layer's recomputation before the next one starts
         # A copy, so that the block-wide gradient buffer is freed when this returns.
         return (None, grad[:, : ctx.in_width].clone(), *param_grads)
 

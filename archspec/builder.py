@@ -28,7 +28,7 @@ from archspec.format.parts import (
 from archspec.format.parts.base import spatial_dims
 from archspec.format.parts.vocabulary import Activation, activation_name, negative_slope, norm_groups, norm_name
 from archspec.format.shapes import Stage, StaticPass
-from archspec.network import DenseNet, Output
+from archspec.network import DenseNet, Features, Output
 from archspec.registry import Registry
 
 
@@ -38,6 +38,8 @@ class _Assembly:
 
     result: StaticPass
     features: OrderedDict[str, nn.Module] = field(default_factory=OrderedDict)
+    recomputed: list[str] = field(default_factory=list)
+    """Names in ``features`` whose activations backward recomputes (a memory-efficient stem)."""
     output: Output | None = None
 
 
@@ -57,21 +59,22 @@ def _activation(activation: Activation, norm: str = "none", groups: int = 0) -> 
 
 
 def _conv_stem(stage: Stage, stem: ConvStem | DeepStem, assembly: _Assembly, widths: list[int]) -> None:
-    assembly.features.update(
-        blocks.conv_stem(
-            widths=[stage.in_shape[0], *widths],
-            dims=spatial_dims(stage.in_shape),
-            kernel_size=stem.kernel_size,
-            stride=stem.stride,
-            padding=stem.padding,
-            bias=stem.bias,
-            norm_act=_norm_act(stem),
-            pool=stem.pool,
-            pool_kernel_size=stem.pool_kernel_size,
-            pool_stride=stem.pool_stride,
-            pool_padding=stem.pool_padding,
-        )
+    layers = blocks.conv_stem(
+        widths=[stage.in_shape[0], *widths],
+        dims=spatial_dims(stage.in_shape),
+        kernel_size=stem.kernel_size,
+        stride=stem.stride,
+        padding=stem.padding,
+        bias=stem.bias,
+        norm_act=_norm_act(stem),
+        pool=stem.pool,
+        pool_kernel_size=stem.pool_kernel_size,
+        pool_stride=stem.pool_stride,
+        pool_padding=stem.pool_padding,
     )
+    assembly.features.update(layers)
+    if stem.memory_efficient:
+        assembly.recomputed.extend(layers)
 
 
 @register("conv_stem")
@@ -177,7 +180,7 @@ def build_module(result: StaticPass) -> DenseNet:
         stage_modules[stage.path] = names
     assert assembly.output is not None, "the head's factory sets the output"
     stage_modules["head"] = (*stage_modules["head"], assembly.output.name)
-    model = DenseNet(features=nn.Sequential(assembly.features), output=assembly.output,
+    model = DenseNet(features=Features(assembly.features, tuple(assembly.recomputed)), output=assembly.output,
                      stage_modules=stage_modules)
     _initialise(model)
     return model

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from archspec.blocks import recomputed
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,29 @@ def global_pool(x: Tensor, kind: str) -> Tensor:
     return torch.flatten(pooled, 1)
 
 
+class Features(nn.Sequential):
+    """torchvision's flat ``features``. In training with gradients, each run of consecutive
+    modules named in ``recomputed`` (a memory-efficient stem) keeps only its input for backward,
+    which recomputes the run; module names, and so the state dict, stay flat."""
+
+    def __init__(self, modules: OrderedDict[str, nn.Module], recomputed: tuple[str, ...] = ()):
+        super().__init__(modules)
+        self.recomputed = recomputed
+        steps: list[tuple[bool, nn.Module]] = []
+        for is_recomputed, run in itertools.groupby(modules.items(), key=lambda item: item[0] in recomputed):
+            named = OrderedDict(run)
+            steps += [(True, nn.Sequential(named))] if is_recomputed else [(False, m) for m in named.values()]
+        # A tuple, not an attribute holding modules: the runs' wrappers are not submodules.
+        self._steps = tuple(steps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.recomputed and self.training and torch.is_grad_enabled()):
+            return super().forward(x)
+        for is_recomputed, module in self._steps:
+            x = recomputed(module, x) if is_recomputed else module(x)
+        return x
+
+
 class DenseNet(nn.Module):
     """``features`` (stem, dense blocks, transitions, head norm) then the output layer.
 
@@ -48,7 +75,7 @@ class DenseNet(nn.Module):
             qualified names of the modules that implement it, in order.
     """
 
-    def __init__(self, *, features: nn.Sequential, output: Output, stage_modules: dict[str, tuple[str, ...]]):
+    def __init__(self, *, features: Features, output: Output, stage_modules: dict[str, tuple[str, ...]]):
         super().__init__()
         self.features = features
         self.head_activation = output.activation  # no parameters: absent from the state dict

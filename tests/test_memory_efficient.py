@@ -29,6 +29,9 @@ CASES = {
     "signal-instancenorm-dropout": (DENSENET121, (*SMALL_BC, "input={type: signal, channels: 2, length: 128}", "preprocess=null",
                                                   "defaults.norm=instance_norm", "defaults.drop_rate=0.1"),
                                     (2, 2, 128)),
+    # A deep stem ending in a blur pool, recomputed in backward like the blocks.
+    "deep-stem-blur": (ROOT / "specs" / "timm" / "densenetblur121d.yaml", (*SMALL_BC, "input.height=32", "input.width=32"),
+                       (2, 3, 32, 32)),
     "tabular": (ROOT / "specs" / "mlp_tabular.yaml", (), (4, 330)),
     # No norm before the transition's ReLU: it must not overwrite the block's saved output.
     "transition-without-norm": (TUTORIAL, ("body[1].norm=none",), (2, 1, 32, 32)),
@@ -78,11 +81,14 @@ def test_dropout_masks_are_replayed_not_redrawn():
 
 
 def _saved_bytes(model, images) -> int:
-    """Bytes of distinct storages autograd keeps for backward after one forward."""
+    """Bytes of distinct activation storages autograd keeps for backward after one forward
+    (parameters and buffers, which exist anyway, left out)."""
     storages: dict[int, int] = {}
+    state = {tensor.untyped_storage().data_ptr() for tensor in model.state_dict().values()}
 
     def pack(tensor):
-        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        if tensor.untyped_storage().data_ptr() not in state:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -95,8 +101,18 @@ def test_stores_a_quarter_of_naive_activations_on_the_tutorial():
     images = torch.randn(2, 1, 32, 32)
     naive_bytes, efficient_bytes = _saved_bytes(naive, images), _saved_bytes(efficient, images)
     # Measured by this function (tutorial, batch 2, 32×32): what is left in the efficient mode is
-    # the stem, the transitions and each block's output, which holds its features once.
-    assert (naive_bytes, efficient_bytes) == (4_405_280, 1_009_568)
+    # the input, the transitions and each block's output, which holds its features once.
+    assert (naive_bytes, efficient_bytes) == (1_362_816, 358_016)
+
+
+def test_a_recomputed_stem_keeps_its_input_alone():
+    naive, efficient = _pair(TUTORIAL, ())
+    kept = archspec.build(TUTORIAL, overrides=("defaults.memory_efficient=true", "stem.memory_efficient=false"))
+    images = torch.randn(2, 1, 32, 32)
+    # The stem's 7×7/2 conv gives 64×16×16 maps; norm0 saves them and its batch mean and
+    # inverse deviation, the in-place relu0 its output, and pool0 its 64×8×8 int64 indices.
+    stem = 2 * (2 * 64 * 16 * 16 * 4 + 64 * 8 * 8 * 8) + 2 * 64 * 4
+    assert _saved_bytes(kept, images) - _saved_bytes(efficient, images) == stem
 
 
 def test_eval_and_no_grad_take_the_plain_path(monkeypatch):

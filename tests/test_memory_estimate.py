@@ -38,6 +38,9 @@ def test_tutorial_stem_counts_input_conv_norm_and_pool_indices() -> None:
     # for 64×24×24 outputs (2 × 36,864 float32 values): 377,856 values.
     stem = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=False)[0]
     assert (stem.path, stem.stored, stem.working) == ("stem", 377_856, 0)
+    # Memory-efficient, it keeps the input alone and holds the rest again in its backward.
+    stem = stage_activations(archspec.static_pass(_tutorial()), memory_efficient=True)[0]
+    assert (stem.stored, stem.working) == (9_216, 377_856 - 9_216)
 
 
 def test_tutorial_first_block_naive_and_memory_efficient() -> None:
@@ -60,11 +63,14 @@ def test_estimate_totals_for_reference_specs() -> None:
     )
     dense = archspec.load_spec(ROOT / "specs" / "densenet121.yaml")
     efficient = estimate(dense, mode="memory_efficient", optimizer="adam")
-    assert (efficient.activations_per_sample, efficient.working_per_sample) == (23_085_056, 9_228_288)
+    # The memory-efficient stem keeps its input alone: not conv0's 64×112×112 output, relu0's
+    # output and pool0's int64 indices for 64×56×56 (2,007,040 values, 8,028,160 B), which
+    # the estimate counted at 23,085,056 B per sample while the stem stored them.
+    assert (efficient.activations_per_sample, efficient.working_per_sample) == (23_085_056 - 8_028_160, 9_228_288)
     # Adam keeps two moments per parameter: 2 × 7,978,856 × 4 bytes.
     assert efficient.optimizer_state == 63_830_848
     assert efficient.fixed == 4 * 7_978_856 * 4
-    assert efficient.total(32) == efficient.fixed + 32 * (23_085_056 + 9_228_288)
+    assert efficient.total(32) == efficient.fixed + 32 * (15_056_896 + 9_228_288)
 
 
 def _saved_bytes(spec: archspec.Spec, batch: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -18,6 +18,9 @@ from archspec.format.parts.vocabulary import (
     keeps_output,
 )
 
+if TYPE_CHECKING:
+    from archspec.format.shapes import Stage
+
 
 class PooledStem(StagePart):
     """Base of the convolutional stems: the pool that ends them (torchvision's ``pool0``)."""
@@ -27,6 +30,9 @@ class PooledStem(StagePart):
     """Normalisation after each stem convolution; ``inherit``: ``defaults.norm``."""
     activation: Activation | Inherit = INHERIT
     """Activation after each normalisation; ``inherit``: ``defaults.activation``."""
+    memory_efficient: bool | Inherit = INHERIT
+    """Keep only the stem's input for backward and recompute the rest there (its maps are the
+    network's largest); ``inherit``: ``defaults.memory_efficient``."""
     pool: PoolKind = "max"
     """Pooling at the end of the stem: ``max``, ``avg``, ``blur`` (timm's anti-aliased pool: a
     stride-1 max pool, then a [1, 2, 1] binomial blur with stride ``pool_stride``) or ``none``."""
@@ -73,6 +79,15 @@ class PooledStem(StagePart):
         if self.pool == "avg":
             return conv_out
         return conv_out if keeps_output(self.activation) else 0
+
+    def recomputed(self, stage: Stage, memory_efficient: bool | None, stored: int) -> tuple[int, int]:
+        """``stored_activations`` of a stem that saves ``stored`` values when not recomputed: a
+        memory-efficient one keeps its input alone and holds the rest again during its backward."""
+        efficient = self.memory_efficient if memory_efficient is None else memory_efficient
+        if not efficient:
+            return stored, 0
+        kept = values(stage.in_shape)
+        return kept, stored - kept
 
     def pool_label(self) -> str:
         return "" if self.pool == "none" else f", {self.pool} pool"
