@@ -47,9 +47,6 @@ SMALL_INPUT = {"image": {"height": 64, "width": 64}, "volume": {"depth": 32, "he
 # Kept as this file ran them before: the CLI tests below reuse the tutorial's weights, and DenseNet-121
 # at 64×64 keeps every layer (the deepest network here, for rounding that accumulates).
 AS_BEFORE = {"tutorial": (), "densenet121": ("input.height=64", "input.width=64")}
-# OpenCV 5.0.0 refuses GlobalAveragePool on a 5-D tensor, which every volume's head ends in:
-# "(expected: 'addedDims <= pads_begin.size()') ... 'addedDims' is 3 ... 'pads_begin.size()' is 2".
-OPENCV_VOLUME_ERROR = "addedDims <= pads_begin.size()"
 
 
 def _small(path: Path) -> tuple[str, ...]:
@@ -103,7 +100,6 @@ class Exported:
 
     path: Path
     weights: Path
-    volume: bool
     x: torch.Tensor
     expected: torch.Tensor
 
@@ -111,7 +107,7 @@ class Exported:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Callable[[str, int], Exported]:
     """Each (spec, opset) exported once, when a test first asks, with seeded random weights."""
-    modules: dict[str, tuple[Path, bool, torch.Tensor, torch.Tensor]] = {}
+    modules: dict[str, tuple[Path, torch.Tensor, torch.Tensor]] = {}
     files: dict[tuple[str, int], Exported] = {}
 
     def get(name: str, opset: int) -> Exported:
@@ -126,14 +122,14 @@ def exported(tmp_path_factory) -> Callable[[str, int], Exported]:
             x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(1))
             with torch.no_grad():
                 expected = module(x)
-            modules[name] = (folder / "w.pt", loaded.input.type == "volume", x, expected)
+            modules[name] = (folder / "w.pt", x, expected)
         if (name, opset) not in files:
-            weights, volume, x, expected = modules[name]
+            weights, x, expected = modules[name]
             path = weights.parent / f"opset{opset}.onnx"
             report = archspec.export_onnx(spec, path, overrides=overrides, weights=weights, opset=opset,
                                           provider="cpu", batch_size=2)
             assert (report.opset, report.written) == (opset, True), report
-            files[name, opset] = Exported(path, weights, volume, x, expected)
+            files[name, opset] = Exported(path, weights, x, expected)
         return files[name, opset]
 
     return get
@@ -142,13 +138,7 @@ def exported(tmp_path_factory) -> Callable[[str, int], Exported]:
 @pytest.mark.parametrize(("spec", "opset", "runtime"), MATRIX)
 def test_runtime_matches_pytorch(exported, spec, opset, runtime):
     file = exported(spec, opset)
-    known = OPENCV_VOLUME_ERROR if runtime == "opencv" and file.volume else None
-    try:
-        actual = torch.from_numpy(np.asarray(RUNNERS[runtime](file.path, file.x.numpy())))
-    except Exception as error:
-        if known and known in str(error):
-            pytest.xfail(f"OpenCV cannot run GlobalAveragePool on a volume: {known}")
-        raise
+    actual = torch.from_numpy(np.asarray(RUNNERS[runtime](file.path, file.x.numpy())))
     error = relative_error(actual, file.expected)
     assert error <= BOUND, f"{spec} at opset {opset} in {runtime}: relative error {error:.3g} > {BOUND:g}"
 

@@ -43,6 +43,7 @@ _MODULES: dict[type[nn.Module], ModuleEmitter] = {}
 
 GELU_OPSET = 20  # the Gelu operator; below it, the erf form torch computes
 LAYER_NORM_OPSET = 17  # the LayerNormalization operator; below it, its mean and variance
+REDUCE_AXES_INPUT_OPSET = 18  # ReduceMean and ReduceMax read their axes from an input; below it, an attribute
 
 
 def _module(*kinds: type[nn.Module]) -> Callable[[ModuleEmitter], ModuleEmitter]:
@@ -261,16 +262,29 @@ def _dense_block(stage: Stage, modules: StageModules, graph: Graph, x: str) -> s
     return graph.op("Concat", features, name=f"{name}/concat", axis=1)
 
 
-def _global_average(graph: Graph, x: str, name: str) -> str:
-    return graph.op("GlobalAveragePool", [x], name=f"{name}/avg")
+def _reduce_spatial(graph: Graph, op_type: str, x: str, name: str, dims: int) -> str:
+    """``op_type`` (``ReduceMean``, ``ReduceMax``) over every spatial axis, each kept as size 1.
+
+    Not ``GlobalAveragePool`` / ``GlobalMaxPool``: OpenCV 5.0 refuses those on a 5-D tensor
+    (a volume), and one form for every rank leaves no special case for 3D.
+    """
+    axes = list(range(2, 2 + dims))
+    if graph.opset >= REDUCE_AXES_INPUT_OPSET:
+        return graph.op(op_type, [x, graph.constant(axes, dtype=np.int64)], name=name, keepdims=1)
+    return graph.op(op_type, [x], name=name, axes=axes, keepdims=1)
 
 
-def _global_max(graph: Graph, x: str, name: str) -> str:
-    return graph.op("GlobalMaxPool", [x], name=f"{name}/max")
+def _global_average(graph: Graph, x: str, name: str, dims: int) -> str:
+    return _reduce_spatial(graph, "ReduceMean", x, f"{name}/avg", dims)
 
 
-def _global_average_max(graph: Graph, x: str, name: str) -> str:
-    summed = graph.op("Add", [_global_average(graph, x, name), _global_max(graph, x, name)], name=f"{name}/sum")
+def _global_max(graph: Graph, x: str, name: str, dims: int) -> str:
+    return _reduce_spatial(graph, "ReduceMax", x, f"{name}/max", dims)
+
+
+def _global_average_max(graph: Graph, x: str, name: str, dims: int) -> str:
+    pools = [_global_average(graph, x, name, dims), _global_max(graph, x, name, dims)]
+    summed = graph.op("Add", pools, name=f"{name}/sum")
     return graph.op("Mul", [summed, graph.constant(0.5)], name=f"{name}/avg_max")
 
 
@@ -290,7 +304,7 @@ def _head(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
     if network.head_activation is not None:
         x = emit_module(graph, x, network.head_activation, "head_activation", dims)
     if dims:
-        pooled = _GLOBAL_POOLS[network.pool](graph, x, "pool")
+        pooled = _GLOBAL_POOLS[network.pool](graph, x, "pool", dims)
         x = graph.op("Flatten", [pooled], name="flatten", axis=1)
     return emit_module(graph, x, output, output_name, 0)  # dropout before it is off in eval
 
