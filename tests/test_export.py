@@ -26,7 +26,7 @@ from archspec.exporters import onnx as onnx_exporter
 from archspec.exporters.onnx import canonical_json
 from archspec.exporters.report import ExportReport
 from archspec.exporters.report import FP32_TOLERANCE
-from archspec.exporters.verify import CPU, CUDA, LATENCY_RUNS, Case, resolve_providers, verify
+from archspec.exporters.verify import CPU, CUDA, Case, resolve_providers, verify
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state, relative_error
 from tests.threads import one_torch_thread  # noqa: F401  (autouse)
@@ -84,8 +84,8 @@ def test_densenet121_report(densenet121):
     ]
     assert report.verification.providers == (CPU,)
     assert report.verification.cuda_unused_reason == "CPU provider requested"
-    timed = [(t.provider, t.batch, tuple(t.input_shape), t.runs) for t in report.verification.latency]
-    assert timed == [(CPU, 1, (1, 3, 224, 224), LATENCY_RUNS), (CPU, 2, (2, 3, 224, 224), LATENCY_RUNS)]
+    timed = [(t.provider, t.batch, tuple(t.input_shape)) for t in report.verification.latency]
+    assert timed == [(CPU, 1, (1, 3, 224, 224)), (CPU, 2, (2, 3, 224, 224))]
     assert all(t.milliseconds > 0 for t in report.verification.latency)
     assert json.loads(report.to_json())["verification"]["latency"][1]["batch"] == 2
 

@@ -65,15 +65,14 @@ def _number(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Latency:
-    """How long onnxruntime took for one batch, measured after the verification run warmed it up."""
+    """How long onnxruntime took for one batch: the verification run of that batch, timed."""
 
     provider: str
     """The provider the session ran on first (``CUDAExecutionProvider`` or ``CPUExecutionProvider``)."""
     batch: int
     input_shape: tuple[int, ...]
     milliseconds: float
-    """Median wall time of ``runs`` calls of ``session.run`` after a first, untimed one."""
-    runs: int
+    """Wall time of that ``session.run`` call."""
 
     def describe(self) -> str:
         """``batch 4 201.3 ms``."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -122,21 +121,11 @@ class Case:
     """Also measure onnxruntime's milliseconds per batch on this input."""
 
 
-# Timed runs after the comparison run, which warms the session up; the median is reported. One:
-# more would add a second or more to every DenseNet-121 export (docs/performance.md).
-LATENCY_RUNS = 1
-
-
-def _latency(session: ort.InferenceSession, feed: dict[str, np.ndarray], provider: str,
-             shape: tuple[int, ...]) -> Latency:
-    """Median milliseconds of ``LATENCY_RUNS`` runs of a session that has already run once."""
-    times = []
-    for _ in range(LATENCY_RUNS):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return Latency(provider=provider, batch=shape[0], input_shape=shape,
-                   milliseconds=1000 * statistics.median(times), runs=LATENCY_RUNS)
+def _timed_run(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """The session's outputs for ``feed``, and the run's wall time in seconds."""
+    start = time.perf_counter()
+    outputs = session.run(None, feed)
+    return outputs, time.perf_counter() - start
 
 
 def compare(name: str, shape: tuple[int, ...], actual: np.ndarray, expected: np.ndarray,
@@ -227,11 +216,16 @@ def verify(
                 references[size] = _reference(module, cases, size)
             x, expected = (values[: case.shape[0]] for values in references[size])
             feed = {input_name: x.numpy()}
-            (actual,) = session.run(None, feed)
+            (actual,), seconds = _timed_run(session, feed)
             results.append(compare(case.name, case.shape, actual, expected, tolerance))
             if case.timed:
-                progress(f"timing {case.name} on {ran[0]}")
-                latency.append(_latency(session, feed, ran[0], case.shape))
+                # On the CPU the comparison run is the timing (a second run measured the same);
+                # CUDA's first run at a shape also searches cuDNN's algorithms, so it runs again.
+                if ran[0] == CUDA:
+                    progress(f"timing {case.name} on {ran[0]}")
+                    _, seconds = _timed_run(session, feed)
+                latency.append(Latency(provider=ran[0], batch=case.shape[0], input_shape=case.shape,
+                                       milliseconds=1000 * seconds))
     except Exception as error:  # onnxruntime raises its own types for files it cannot load or run
         lines = str(error).strip().splitlines() or [type(error).__name__]
         return VerifyReport(providers.requested, ran, providers.cuda_unused_reason, tolerance,
