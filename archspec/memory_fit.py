@@ -16,11 +16,13 @@ answer on stdout) so that nothing this process has allocated counts:
 
 Before the measured step, one warm-up step at batch ``min(batch_size, 2)`` loads the
 kernels' code and creates the optimizer state, so the measured step is one every later
-step repeats.
+step repeats; then the heap's free pages go back to the system, so that under glibc's
+default malloc the step cannot reuse the warm-up's leftovers unseen.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -134,6 +136,16 @@ def _peak_resident() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
 
 
+def _return_freed_heap() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing),
+    so that the measured step starts from a clean heap, as a first full-size step does: under
+    glibc's default malloc it would otherwise reuse what the warm-up left, unseen."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _training_step(request: dict[str, Any]) -> dict[str, Any]:
     """Build, warm up, then measure one training step; runs in the child process."""
     import torch
@@ -180,6 +192,7 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
         for value in state.values()
         if torch.is_tensor(value)
     )
+    _return_freed_heap()
     before = _resident()
     step(batch)
     return {"device": device, "peak": _peak_resident() - before + alive}
