@@ -11,7 +11,7 @@ answer on stdout) so that nothing this process has allocated counts:
   state). The process runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so
   that every tensor gets its own mapping and goes back to the system when freed — the
   CPU counterpart of the CUDA allocator's statistics. Without it the heap keeps freed
-  blocks and resident memory runs 20–40% above what the tensors need
+  blocks and resident memory runs 8–130% above what the tensors need
   (``bench/fit_accuracy.py`` reports both).
 
 Before the measured step, one warm-up step at batch ``min(batch_size, 2)`` loads the

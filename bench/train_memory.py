@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -51,8 +52,6 @@ def _model(mode: str, size: str):
 
 def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict[str, float]:
     """Train ``steps`` SGD steps of one mode; peak memory above the start, median step time."""
-    import statistics
-
     import torch
 
     torch.manual_seed(0)
@@ -108,16 +107,29 @@ def _measure(mode: str, settings: tuple, environment: dict[str, str]) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+def _alternating(settings: tuple, environment: dict[str, str], rounds: int) -> dict[str, dict]:
+    """Each mode measured ``rounds`` times, the modes taking turns, so that a busy spell of the
+    machine slows every mode alike; the median step time and peak of each mode."""
+    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            runs[mode].append(_measure(mode, settings, environment))
+    return {
+        mode: {"peak_bytes": statistics.median(r["peak_bytes"] for r in results),
+               "step_s": statistics.median(r["step_s"] for r in results), "cuda": results[0]["cuda"]}
+        for mode, results in runs.items()
+    }
+
+
 def run(*, smoke: bool) -> list[str]:
     batch, resolution, steps, size = settings = (2, 64, 2, "smoke") if smoke else (16, 224, 4, "full")
-    results = {
-        allocator: {mode: _measure(mode, settings, environment) for mode in MODES}
-        for allocator, environment in ALLOCATORS.items()
-    }
+    rounds = 1 if smoke else 3
+    results = {allocator: _alternating(settings, environment, rounds) for allocator, environment in ALLOCATORS.items()}
     live, default = results.values()
     where = "CUDA max_memory_allocated" if live["naive"]["cuda"] else "peak RSS"
     lines = [f"training step, DenseNet-121{' (2 layers per block)' if smoke else ''}, "
-             f"batch {batch}, {resolution}×{resolution}, SGD, {where} above the pre-step size, {steps} steps"]
+             f"batch {batch}, {resolution}×{resolution}, SGD, {where} above the pre-step size, {steps} steps; "
+             f"median of {rounds} alternating runs per mode"]
     for allocator, by_mode in results.items():
         lines.append(f"  {allocator}:")
         for mode in MODES:
