@@ -54,7 +54,7 @@ def fit(spec: Spec, *, budget: int, optimizer: Optimizer = "sgd") -> tuple[ModeF
     """Estimates for the naive and the memory-efficient mode against ``budget`` bytes.
 
     Args:
-        spec: a validated spec; its blocks' own ``memory_efficient`` flags are ignored.
+        spec: a validated spec; its stem's and blocks' own ``memory_efficient`` flags are ignored.
         budget: memory available for training, in bytes.
         optimizer: ``sgd``, ``momentum`` or ``adam``.
 
@@ -102,8 +102,8 @@ def measure(
     check_resources(spec, batch_size=batch_size)
     document = spec.model_dump(mode="json", exclude_unset=True)
     document.setdefault("defaults", {})["memory_efficient"] = mode == "memory_efficient"
-    for part in document["body"]:
-        part.pop("memory_efficient", None)  # every block inherits the mode measured
+    for part in (document["stem"], *document["body"]):
+        part.pop("memory_efficient", None)  # the stem and every block inherit the mode measured
     request = {"spec": document, "batch_size": batch_size, "optimizer": optimizer}
     env = dict(os.environ)
     if not malloc_default:

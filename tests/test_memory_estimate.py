@@ -139,3 +139,12 @@ def test_format_bytes() -> None:
     assert [format_bytes(n) for n in (5, 1536, 1_320_702_443, 3 * 1024**4)] == [
         "5 B", "1.50 KiB", "1.23 GiB", "3.00 TiB",
     ]
+
+
+def test_the_mode_overrides_the_stem_and_blocks_own_flags() -> None:
+    # fit compares the two modes whatever the spec says; the stem follows the column too.
+    for flag in ("true", "false"):
+        flagged = archspec.load_spec(ROOT / "specs" / "tutorial.yaml",
+                                     (f"stem.memory_efficient={flag}", f"body[0].memory_efficient={flag}"))
+        for mode in ("naive", "memory_efficient"):
+            assert estimate(flagged, mode=mode) == estimate(_tutorial(), mode=mode), (flag, mode)
