@@ -6,7 +6,7 @@ fresh Python process (``python -m archspec.memory_fit``, a JSON request on stdin
 answer on stdout) so that nothing this process has allocated counts:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` over the measured step.
-* CPU: peak resident memory (``getrusage``) during the measured step, minus the resident
+* CPU: peak resident memory (``VmHWM``) during the measured step, minus the resident
   memory just before it, plus the tensors already alive then (parameters and optimizer
   state). The process runs with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so
   that every tensor gets its own mapping and goes back to the system when freed — the
@@ -123,17 +123,22 @@ def measure(
     return Measurement(answer["device"], answer["peak"])
 
 
-def _resident() -> int:
+def resident() -> int:
     """Resident bytes of this process now (Linux), for the CPU baseline."""
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_resident() -> int:
-    import resource
+def peak_resident() -> int:
+    """Peak resident bytes of this process's own memory (Linux ``VmHWM``).
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``fork`` and ``exec``, so a
+    child started by a large parent (pytest with torch, timm and OpenVINO imported) reports
+    at least the parent's size; that made a 87 MiB step read 166 MiB under pytest.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024  # kB
 
 
 def _return_freed_heap() -> None:
@@ -193,9 +198,9 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
         if torch.is_tensor(value)
     )
     _return_freed_heap()
-    before = _resident()
+    before = resident()
     step(batch)
-    return {"device": device, "peak": _peak_resident() - before + alive}
+    return {"device": device, "peak": peak_resident() - before + alive}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark 3: training memory and step time, naive vs memory-efficient dense blocks.
 
 Each mode runs in a fresh interpreter so that one mode's allocations cannot hide
-another's: the peak is the process's peak resident set size (``ru_maxrss``)
+another's: the peak is the process's peak resident set size (``VmHWM``)
 minus its size just before the first training step, i.e. the memory the step
 needs above the model, its gradients' absence and the input batch. On a GPU the
 peak is ``torch.cuda.max_memory_allocated`` above the allocation before the step.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -19,18 +18,14 @@ import time
 
 from common import SPECS, main
 
+from archspec.memory_fit import peak_resident, resident
+
 MODES = ("naive", "archspec", "torchvision")
 # Targets from issue 15: archspec's peak ≤ 22% of naive and ≤ 42% of torchvision's
 # memory-efficient mode; step time ≤ 1.25× naive.
 TARGET_VS_NAIVE = 0.22
 TARGET_VS_TORCHVISION = 0.42
 TARGET_TIME = 1.25
-
-
-def _current_rss() -> int:
-    """Resident set size now, in bytes (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _model(mode: str, size: str):
@@ -67,7 +62,7 @@ def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        before = _current_rss()
+        before = resident()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -80,7 +75,7 @@ def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict
     if cuda:
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak = peak_resident() - before
     # The first step pays one-off allocation costs; time the rest when there are any.
     timed = times[1:] if len(times) > 1 else times
     return {"peak_bytes": peak, "step_s": statistics.median(timed), "cuda": cuda}
