@@ -252,7 +252,8 @@ class _SharedStorage(torch.autograd.Function):
     block's output, and keeps nothing else: not the feature list, not a layer's
     intermediate maps. The part after the block saves that same output, so the block's
     features are held once. Backward walks the layers in reverse, recomputes each from its
-    prefix of the buffer (BatchNorm statistics restored, dropout masks replayed), and adds
+    prefix of the buffer up to its last convolution's input (``recomputed_gradients``;
+    BatchNorm statistics restored, dropout masks replayed), and adds
     its input gradient into the prefix of one gradient buffer, in the order autograd adds
     them in the naive block, so gradients are bit-identical.
     """
