@@ -43,3 +43,14 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
     assert actual.shape == expected.shape, f"shapes differ: {tuple(actual.shape)} vs {tuple(expected.shape)}"
     scale = expected.abs().max().clamp_min(torch.finfo(expected.dtype).tiny)
     return float((actual - expected).abs().max() / scale)
+
+
+def assert_matches(model: nn.Module, reference: nn.Module, shape: tuple[int, ...], tolerance: float, name: str) -> None:
+    """``model`` gives ``reference``'s outputs on one seeded input of ``shape``, within ``tolerance``
+    relative to the largest; an all-zero reference output is refused, as it proves nothing."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        error = relative_error(model(x), expected)
+    assert error <= tolerance, f"{name}: relative error {error:.2e}"
+    assert float(expected.abs().max()) > 0, f"{name}: a zero output proves nothing"

@@ -22,7 +22,7 @@ import archspec
 from archspec.cli import main
 from archspec.from_weights import spec_from_state
 from tests.conftest import ROOT
-from tests.nontrivial import randomize_state, relative_error
+from tests.nontrivial import assert_matches, randomize_state, relative_error
 
 SPECS = sorted((ROOT / "specs").rglob("*.yaml"))
 TOLERANCE = 1e-5  # relative to the largest output: float32 sums in another order, nothing more
@@ -126,12 +126,7 @@ def test_other_libraries_checkpoints_give_a_spec_with_their_outputs(tmp_path, na
     spec = _recovered(archspec.spec_from_weights(path), overrides)
     assert archspec.static_pass(spec).params == params, name
     model = archspec.load_weights(archspec.build(spec), path).eval()
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = reference(x)
-        error = relative_error(model(x), expected)
-    assert error <= TOLERANCE, f"{name}: relative error {error:.2e}"
-    assert float(expected.abs().max()) > 0, f"{name}: a zero output proves nothing"
+    assert_matches(model, reference, shape, TOLERANCE, name)
 
 
 def test_torchvision_three_block_checkpoint(tmp_path):
