@@ -147,7 +147,7 @@ class _KeepRunningStats:
                 buffer.copy_(saved)
 
 
-def recomputed(stretch: nn.Module, x: Tensor) -> Tensor:
+def checkpointed(stretch: nn.Module, x: Tensor) -> Tensor:
     """``stretch(x)`` keeping only ``x`` for backward, which reruns ``stretch`` first: torch's
     non-reentrant checkpoint, with BatchNorm statistics kept from being updated twice."""
     return checkpoint(stretch, x, use_reentrant=False,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archspec.blocks import recomputed
+from archspec.blocks import checkpointed
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Features(nn.Sequential):
         if not (self.recomputed and self.training and torch.is_grad_enabled()):
             return super().forward(x)
         for is_recomputed, module in self._steps:
-            x = recomputed(module, x) if is_recomputed else module(x)
+            x = checkpointed(module, x) if is_recomputed else module(x)
         return x
 
 

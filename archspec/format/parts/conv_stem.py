@@ -45,7 +45,8 @@ class ConvStem(PooledStem):
         conv_out = self._conv_shape(stage.in_shape)  # larger than the output when pooled
         stored = values(stage.in_shape)  # the convolution saves the input batch
         stored += norm_act_values(values(conv_out), self.norm, self.activation)
-        return self.recomputed(stage, memory_efficient, stored + self.pool_activations(conv_out, stage.out_shape))
+        stored += self.pool_activations(conv_out, stage.out_shape)
+        return self.activations_in_mode(stage, memory_efficient, stored)
 
     def box(self, stage: Stage) -> Box:
         kernel = "×".join([str(self.kernel_size)] * spatial_dims(stage.in_shape))

@@ -62,7 +62,8 @@ class DeepStem(PooledStem):
         shapes = self._conv_shapes(stage.in_shape)
         stored = sum(values(shape) for shape in [stage.in_shape, *shapes[:-1]])  # each conv's input
         stored += sum(norm_act_values(values(shape), self.norm, self.activation) for shape in shapes)
-        return self.recomputed(stage, memory_efficient, stored + self.pool_activations(shapes[-1], stage.out_shape))
+        stored += self.pool_activations(shapes[-1], stage.out_shape)
+        return self.activations_in_mode(stage, memory_efficient, stored)
 
     def box(self, stage: Stage) -> Box:
         widths = "-".join(str(width) for width in self.widths)

@@ -80,7 +80,7 @@ class PooledStem(StagePart):
             return conv_out
         return conv_out if keeps_output(self.activation) else 0
 
-    def recomputed(self, stage: Stage, memory_efficient: bool | None, stored: int) -> tuple[int, int]:
+    def activations_in_mode(self, stage: Stage, memory_efficient: bool | None, stored: int) -> tuple[int, int]:
         """``stored_activations`` of a stem that saves ``stored`` values when not recomputed: a
         memory-efficient one keeps its input alone and holds the rest again during its backward."""
         efficient = self.memory_efficient if memory_efficient is None else memory_efficient
