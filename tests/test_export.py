@@ -138,6 +138,22 @@ def test_densenet121_metadata(densenet121):
     assert [o.name for o in model.graph.output] == ["logits"]
 
 
+def test_a_checkout_run_uninstalled_exports(tmp_path, monkeypatch):
+    # ``python -m archspec`` from a clone on PYTHONPATH has no package metadata; the file
+    # still records the version (it once failed with PackageNotFoundError and a traceback).
+    import importlib.metadata
+
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_metadata)
+    monkeypatch.setattr(importlib.metadata, "distribution", no_metadata)
+    out = tmp_path / "tutorial.onnx"
+    archspec.export_onnx(SPECS / "tutorial.yaml", out, provider="cpu")
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["archspec.version"] == archspec.__version__
+
+
 @pytest.fixture(scope="module")
 def mlp_tabular(tmp_path_factory) -> tuple[ExportReport, Path]:
     folder = tmp_path_factory.mktemp("mlp")

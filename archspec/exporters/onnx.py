@@ -17,7 +17,6 @@ import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
 from pathlib import Path
 
 import onnx
@@ -26,6 +25,7 @@ import torch
 from onnx import helper
 from torch import nn
 
+from archspec import __version__
 from archspec.atomic import atomic_output, check_destination
 from archspec.builder import build_module
 from archspec.errors import Problem, RunError, SpecError, first_line
@@ -258,7 +258,7 @@ def _graph_input_shape(model: onnx.ModelProto) -> tuple[int | str, ...]:
 
 def _versions() -> dict[str, str]:
     return {
-        "archspec": version("archspec"),
+        "archspec": __version__,  # not package metadata, which a checkout run uninstalled lacks
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
