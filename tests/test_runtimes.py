@@ -21,6 +21,7 @@ import archspec
 from archspec.cli import main
 from archspec.exporters import runtimes
 from archspec.exporters.onnx import DEFAULT_OPSET
+from archspec.network import DenseNet
 from tests.conftest import ROOT, SPEC_FILES, SPEC_IDS
 from tests.nontrivial import randomize_state, relative_error
 from tests.threads import one_torch_thread  # noqa: F401  (autouse)
@@ -163,6 +164,22 @@ def test_verify_with_adds_each_runtime_to_lines_and_report(exported, tmp_path):
     for check in checks:
         assert check["passed"] and len(check["cases"]) == 3, check
         assert max(case["max_abs_error"] for case in check["cases"]) < 1e-4, check
+
+
+@_needs("onnx2torch")
+def test_pytorchs_outputs_are_computed_once_for_every_runtime(tmp_path):
+    # The tutorial's three cases come in two input sizes: one forward pass per size serves
+    # onnxruntime and each further runtime (they once ran again per runtime).
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, _: calls.append(tuple(args[0].shape[1:])) if isinstance(module, DenseNet) else None)
+    try:
+        report = archspec.export_onnx(TUTORIAL, tmp_path / "t.onnx", provider="cpu", batch_size=2, opset=OPSET,
+                                      verify_with=("onnx2torch",))
+    finally:
+        hook.remove()
+    assert report.runtimes[0].passed and len(report.runtimes[0].cases) == 3, report.runtimes
+    assert calls == [(1, 96, 96), (1, 72, 60)]
 
 
 def test_missing_runtime_is_refused_before_exporting(tmp_path, monkeypatch):

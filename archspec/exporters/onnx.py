@@ -34,7 +34,7 @@ from archspec.exporters.emitters import emit
 from archspec.exporters.graph import Dims
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
 from archspec.exporters.runtimes import check_installed, verify_in
-from archspec.exporters.verify import Case, resolve_providers, runs_opset, verify
+from archspec.exporters.verify import Case, References, resolve_providers, runs_opset, verify
 from archspec.format.dump import resolved_document
 from archspec.format.memory import BYTES_PER_VALUE
 from archspec.format.schema import Spec
@@ -342,10 +342,11 @@ def export_onnx(
         }
         helper.set_model_props(model, metadata)
         verification = None
+        references: References = {}  # PyTorch's outputs, computed once for every runtime
         if providers is not None:  # on the serialised model: the file differs only in this result
             cases = verification_cases(spec, result, batch_size=batch_size, static=static)
             verification = verify(model.SerializeToString(), module, cases, providers=providers,
-                                  tolerance=tolerance, progress=progress)
+                                  tolerance=tolerance, progress=progress, references=references)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
             helper.set_model_props(model, metadata)
         checks = []
@@ -353,7 +354,7 @@ def export_onnx(
             _write(temporary, model)
             for name in runtimes:
                 progress(f"verifying in {name}")
-                checks.append(verify_in(name, temporary, module, cases, tolerance=tolerance))
+                checks.append(verify_in(name, temporary, module, cases, tolerance=tolerance, references=references))
         deployed = None
         if deployment.transforms and (verification is None or verification.passed):
             # fp16, int8 or baked: made from the proven fp32 graph, then checked on its own.

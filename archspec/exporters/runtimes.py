@@ -18,7 +18,7 @@ from torch import nn
 
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import CaseResult, RuntimeCheck, Tolerance
-from archspec.exporters.verify import Case, _reference, compare
+from archspec.exporters.verify import Case, References, compare, with_references
 
 EXTRA = "pip install 'archspec[runtimes]'"
 
@@ -86,18 +86,14 @@ def check_installed(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def verify_in(name: str, path: Path, module: nn.Module, cases: Sequence[Case], *,
-              tolerance: Tolerance) -> RuntimeCheck:
-    """Run the file at ``path`` in runtime ``name`` on the same seeded inputs as ``verify``."""
+              tolerance: Tolerance, references: References | None = None) -> RuntimeCheck:
+    """Run the file at ``path`` in runtime ``name`` on the same seeded inputs as ``verify``
+    (PyTorch's outputs taken from ``references`` where ``verify`` computed them)."""
     run = RUNTIMES[name].run
     module.eval()
     results: list[CaseResult] = []
-    references: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
     try:
-        for case in cases:
-            size = case.shape[1:]
-            if size not in references:
-                references[size] = _reference(module, cases, size)
-            x, expected = (values[: case.shape[0]] for values in references[size])
+        for case, x, expected in with_references(module, cases, {} if references is None else references):
             actual = run(path, np.ascontiguousarray(x.numpy()))
             results.append(compare(case.name, case.shape, actual, expected, tolerance))
     except Exception as error:  # each runtime raises its own types for files it cannot load or run

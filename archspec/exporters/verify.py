@@ -11,7 +11,7 @@ import contextlib
 import functools
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,22 @@ def _reference(module: nn.Module, cases: Sequence[Case], size: tuple[int, ...]) 
         return x, module(x).numpy()
 
 
+References = dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]]
+"""PyTorch's side of the cases, by input size: the seeded input and the module's output."""
+
+
+def with_references(module: nn.Module, cases: Sequence[Case],
+                    references: References) -> Iterator[tuple[Case, torch.Tensor, np.ndarray]]:
+    """Each case with its input and PyTorch's output, one forward pass per input size; what is
+    computed stays in ``references``, so every runtime that checks the file reuses it."""
+    for case in cases:
+        size = case.shape[1:]
+        if size not in references:
+            references[size] = _reference(module, cases, size)
+        x, expected = (values[: case.shape[0]] for values in references[size])
+        yield case, x, expected
+
+
 def verify(
     path: str | Path | bytes,
     module: nn.Module,
@@ -183,6 +199,7 @@ def verify(
     providers: Providers,
     tolerance: Tolerance,
     progress: Callable[[str], None] = lambda _: None,
+    references: References | None = None,
 ) -> VerifyReport:
     """Run the file at ``path`` and ``module`` (eval mode) on seeded random inputs and compare.
 
@@ -194,6 +211,7 @@ def verify(
         providers: from ``resolve_providers``.
         tolerance: the elementwise bound every output must meet.
         progress: called with a short description before each step.
+        references: PyTorch's outputs already computed for these cases; filled in as they are.
 
     Returns:
         The report: providers that actually ran, each case's errors, and the latency of timed cases.
@@ -208,13 +226,8 @@ def verify(
         session = ort.InferenceSession(model, _session_options(), providers=list(providers.order))
         ran = tuple(session.get_providers())
         input_name = session.get_inputs()[0].name
-        references: dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]] = {}
-        for case in cases:
+        for case, x, expected in with_references(module, cases, {} if references is None else references):
             progress(f"verifying {case.name} {case.shape}")
-            size = case.shape[1:]
-            if size not in references:
-                references[size] = _reference(module, cases, size)
-            x, expected = (values[: case.shape[0]] for values in references[size])
             feed = {input_name: x.numpy()}
             (actual,), seconds = _timed_run(session, feed)
             results.append(compare(case.name, case.shape, actual, expected, tolerance))
