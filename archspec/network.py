@@ -48,18 +48,17 @@ class Features(nn.Sequential):
     def __init__(self, modules: OrderedDict[str, nn.Module], recomputed: tuple[str, ...] = ()):
         super().__init__(modules)
         self.recomputed = recomputed
-        steps: list[tuple[bool, nn.Module]] = []
-        for is_recomputed, run in itertools.groupby(modules.items(), key=lambda item: item[0] in recomputed):
-            named = OrderedDict(run)
-            steps += [(True, nn.Sequential(named))] if is_recomputed else [(False, m) for m in named.values()]
-        # A tuple, not an attribute holding modules: the runs' wrappers are not submodules.
-        self._steps = tuple(steps)
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.recomputed and self.training and torch.is_grad_enabled()):
             return super().forward(x)
-        for is_recomputed, module in self._steps:
-            x = checkpointed(module, x) if is_recomputed else module(x)
+        # Grouped from the modules held now, so that a module replaced after building is the one run.
+        for is_recomputed, run in itertools.groupby(self._modules.items(), key=lambda item: item[0] in self.recomputed):
+            if is_recomputed:
+                x = checkpointed(nn.Sequential(OrderedDict(run)), x)
+            else:
+                for _, module in run:
+                    x = module(x)
         return x
 
 

@@ -141,6 +141,19 @@ def test_a_recomputed_stem_keeps_its_input_alone():
     assert _saved_bytes(kept, images) - _saved_bytes(efficient, images) == stem
 
 
+def test_a_module_replaced_after_building_is_the_one_trained():
+    # With a recomputed stem, training runs features in groups; they are formed from the
+    # modules held at each forward, not a snapshot taken when the network was built.
+    _, efficient = _pair(TUTORIAL, ())
+    calls = []
+    efficient.features.norm5 = torch.nn.Identity()
+    efficient.features.norm5.register_forward_hook(lambda *_: calls.append("norm5"))
+    efficient.features.conv0 = torch.nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)
+    efficient.features.conv0.register_forward_hook(lambda *_: calls.append("conv0"))
+    efficient.train()(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert calls == ["conv0", "norm5", "conv0"]  # conv0 again in the stem's recomputation
+
+
 def test_eval_and_no_grad_take_the_plain_path(monkeypatch):
     naive, efficient = _pair(TUTORIAL, ())
     calls = []
