@@ -11,7 +11,7 @@ from torch import nn
 import archspec
 
 
-def _stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """Output shape (per sample) of the last module of every stage, from one forward pass."""
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
@@ -42,7 +42,7 @@ def test_static_pass_equals_the_module(spec_file: Path) -> None:
     modules = dict(model.named_modules())
 
     assert list(model.stage_modules) == [stage.path for stage in result.stages]
-    shapes = _stage_outputs(model, _example(spec, 1))
+    shapes = stage_outputs(model, _example(spec, 1))
     for stage in result.stages:
         params = sum(
             p.numel() for name in model.stage_modules[stage.path] for p in modules[name].parameters()
