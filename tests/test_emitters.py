@@ -3,11 +3,13 @@ equal to the torch module over specs drawn from the whole vocabulary."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -70,8 +72,19 @@ def _error(model: nn.Module, graph: onnx.ModelProto, shape: tuple[int, ...]) -> 
     return relative_error(torch.from_numpy(actual), expected)
 
 
+@pytest.fixture(scope="module")
+def tutorial_weights(tmp_path_factory) -> Path:
+    """The tutorial's seeded random norm statistics, affine values and biases: a fresh norm is an
+    identity, under which a BatchNormalization emitter that returns its input would pass."""
+    path = tmp_path_factory.mktemp("weights") / "tutorial.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(randomize_state(archspec.build(TUTORIAL), seed=3).state_dict(), path)
+    return path
+
+
 @pytest.mark.parametrize("opset", OPSETS)
-def test_every_opset_is_written_exactly(tmp_path, opset: int) -> None:
+def test_every_opset_is_written_exactly(tmp_path, tutorial_weights, opset: int) -> None:
     out = tmp_path / "tutorial.onnx"
     verify = opset in RUNNABLE
     if not verify:  # onnxruntime refuses opsets onnx has not released yet: refused unless unverified
@@ -79,13 +92,15 @@ def test_every_opset_is_written_exactly(tmp_path, opset: int) -> None:
                                                      rf"choose {MIN_OPSET} to {RUNNABLE[-1]}, or --no-verify"):
             archspec.export_onnx(TUTORIAL, out, opset=opset, provider="cpu")
         assert list(tmp_path.iterdir()) == []
-    report = archspec.export_onnx(TUTORIAL, out, opset=opset, provider="cpu", batch_size=2, verify=verify)
+    report = archspec.export_onnx(TUTORIAL, out, weights=tutorial_weights, opset=opset, provider="cpu",
+                                  batch_size=2, verify=verify)
     model = onnx.load(str(out))
     assert [(entry.domain, entry.version) for entry in model.opset_import] == [("", opset)]
     assert (report.opset, report.checker, report.exporter) == (opset, "passed", "archspec")
     assert {p.key: p.value for p in model.metadata_props}["archspec.opset"] == str(opset)
-    if verify:
+    if verify:  # compared with PyTorch on the random state loaded, not on a fresh module's identities
         assert report.verification.passed, report.verification.cases
+        assert report.random_state is None, "the loaded weights hold no initial values"
 
 
 @pytest.mark.parametrize("opset", [MIN_OPSET - 1, newest_opset() + 1])
@@ -127,8 +142,11 @@ def test_newer_ops_only_where_the_opset_has_them(opset: int) -> None:
 def test_the_graph_equals_the_module_over_the_vocabulary(document: dict, opset: int) -> None:
     try:
         model, graph = _emitted(document, opset)
-    except archspec.SpecError:  # a drawn spec the static pass refuses (test_family counts them)
-        return
+    except archspec.SpecError as error:  # e.g. pools that shrink a small input below 1
+        assert error.problems and error.path, error
+        event("refused by the static pass")
+        # Counted by hypothesis as an invalid example: too many fail its filter_too_much health check.
+        assume(False)
     onnx.checker.check_model(graph, full_check=True)
     shape = archspec.static_pass(archspec.load_spec(document)).input_shape
     error = _error(model, graph, (2, *shape))

@@ -19,10 +19,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 from onnx import numpy_helper
+from torch import nn
 
 import archspec
 from archspec.cli import export as export_command
 from archspec.cli import main
+from archspec.exporters import emitters
 from archspec.exporters import onnx as onnx_exporter
 from archspec.exporters.emitters import EMITTERS
 from tests.conftest import ROOT
@@ -129,6 +131,61 @@ def test_corrupted_export_fails_verification_and_leaves_nothing(tutorial, tmp_pa
         rf"\(2 of 20 outputs outside tolerance\); nothing written to {re.escape(str(out))}\n",
         result.output,
     ), result.output
+
+
+def _identity_batch_norm(graph, x: str, norm: nn.Module, name: str, dims: int) -> str:
+    """A BatchNormalization emitter that forgets the norm: right only while it is an identity."""
+    return x
+
+
+def _shift_and_mean_swapped(graph, x: str, norm: nn.Module, name: str, dims: int) -> str:
+    """A BatchNormalization emitter with its ``B`` and ``mean`` inputs swapped: right while both are 0."""
+    keys = ("weight", "running_mean", "bias", "running_var")
+    inputs = [x, *(graph.weight(f"{name}.{key}", getattr(norm, key)) for key in keys)]
+    return graph.op("BatchNormalization", inputs, name=name, epsilon=norm.eps)
+
+
+@pytest.mark.parametrize("mutant", [_identity_batch_norm, _shift_and_mean_swapped], ids=["identity", "swapped"])
+def test_a_wrong_batch_norm_emitter_fails_a_fresh_modules_export(tmp_path, monkeypatch, mutant):
+    # A fresh module's norms are identities: only the check on seeded random state can see these.
+    monkeypatch.setitem(emitters._MODULES, nn.BatchNorm2d, mutant)
+    out, report_path = tmp_path / "t.onnx", tmp_path / "report.json"
+    result = _export(TUTORIAL, "--onnx", str(out), "--report", str(report_path), "--provider", "cpu",
+                     "--batch-size", "2")
+    assert result.exit_code == 1, result.output
+    assert _listing(tmp_path) == ["report.json"], "nothing may be written but the report"
+    assert result.output.startswith(
+        "error: verification with seeded random norm statistics, affine values and biases failed (the module "
+        "passed with 21 of 21 norms and 1 of 21 biases at their initial values, which hide norm and bias "
+        "mistakes; rtol 0.001, atol 0.0001): batch 1 (1, 1, 96, 96): max abs error "), result.output
+    assert result.output.endswith(f"; nothing written to {out}\n"), result.output
+    report = json.loads(report_path.read_text())
+    assert report["verification"]["passed"] is True, "the fresh module's own check passed"
+    random_state = report["random_state"]
+    assert (random_state["passed"], random_state["seed"], report["written"]) == (False, 0, False)
+    assert random_state["initial_values"] == "21 of 21 norms and 1 of 21 biases"
+    assert all(case["outside_tolerance"] > 0 for case in random_state["verification"]["cases"]), random_state
+    # The control: without the random-state check the same export passes, so this test sees that check.
+    monkeypatch.setattr(onnx_exporter, "initial_values", lambda _: None)
+    result = _export(TUTORIAL, "--onnx", str(out), "--provider", "cpu", "--batch-size", "2")
+    assert result.exit_code == 0 and out.exists(), result.output
+
+
+def test_a_fresh_modules_export_is_verified_again_with_random_state(tmp_path):
+    out, report_path = tmp_path / "t.onnx", tmp_path / "report.json"
+    result = _export(TUTORIAL, "--onnx", str(out), "--report", str(report_path), "--provider", "cpu",
+                     "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    line = result.output.splitlines()[-1]
+    assert re.fullmatch(
+        r"verified again with seeded random norm statistics, affine values and biases \(seed 0; 21 of 21 norms "
+        rf"and 1 of 21 biases held their initial values\): 3 cases, max abs error {NUMBER}, max rel error {NUMBER}",
+        line), line
+    random_state = json.loads(report_path.read_text())["random_state"]
+    assert random_state["passed"] is True and len(random_state["verification"]["cases"]) == 3, random_state
+    assert max(case["max_abs_error"] for case in random_state["verification"]["cases"]) < 1e-5, random_state
+    stored = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["archspec.verification_random_state"])
+    assert (stored["passed"], stored["seed"], stored["initial_values"]) == (True, 0, "21 of 21 norms and 1 of 21 biases")
 
 
 def test_nan_output_fails_verification(tutorial, tmp_path, exported_as):

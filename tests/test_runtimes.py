@@ -167,18 +167,21 @@ def test_verify_with_adds_each_runtime_to_lines_and_report(exported, tmp_path):
 
 
 @_needs("onnx2torch")
-def test_pytorchs_outputs_are_computed_once_for_every_runtime(tmp_path):
+def test_pytorchs_outputs_are_computed_once_for_every_runtime(exported, tmp_path):
     # The tutorial's three cases come in two input sizes: one forward pass per size serves
-    # onnxruntime and each further runtime (they once ran again per runtime).
+    # onnxruntime and each further runtime (they once ran again per runtime). Random norm state
+    # and biases, so that the runtimes' agreement is not that of identities.
+    weights = exported("tutorial", OPSET).weights
     calls = []
     hook = torch.nn.modules.module.register_module_forward_hook(
         lambda module, args, _: calls.append(tuple(args[0].shape[1:])) if isinstance(module, DenseNet) else None)
     try:
-        report = archspec.export_onnx(TUTORIAL, tmp_path / "t.onnx", provider="cpu", batch_size=2, opset=OPSET,
-                                      verify_with=("onnx2torch",))
+        report = archspec.export_onnx(TUTORIAL, tmp_path / "t.onnx", weights=weights, provider="cpu", batch_size=2,
+                                      opset=OPSET, verify_with=("onnx2torch",))
     finally:
         hook.remove()
     assert report.runtimes[0].passed and len(report.runtimes[0].cases) == 3, report.runtimes
+    assert report.random_state is None, "the loaded weights hold no initial values"
     assert calls == [(1, 96, 96), (1, 72, 60)]
 
 

@@ -63,6 +63,8 @@ def _echo_report(report: ExportReport) -> None:
     for provider in dict.fromkeys(latency.provider for latency in verification.latency):
         timed = [latency for latency in verification.latency if latency.provider == provider]
         click.echo(f"{graph}latency on {provider}: {', '.join(latency.describe() for latency in timed)}")
+    if report.random_state is not None:
+        click.echo(f"{graph}{report.random_state.describe()}")
     for check in report.runtimes:
         click.echo(f"{graph}{check.describe()}")
     deployment = report.deployment

@@ -10,6 +10,7 @@ verification or Ctrl-C leaves nothing at the output path.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -32,9 +33,10 @@ from archspec.errors import Problem, RunError, SpecError, first_line
 from archspec.exporters.deployment import deploy, deployment_metadata, settle
 from archspec.exporters.emitters import emit
 from archspec.exporters.graph import Dims
-from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
+from archspec.exporters.random_state import RANDOM_STATE_SEED, initial_values, randomize_state
+from archspec.exporters.report import FP32_TOLERANCE, ExportReport, RandomStateCheck, Tolerance, VerificationError
 from archspec.exporters.runtimes import check_installed, verify_in
-from archspec.exporters.verify import Case, References, resolve_providers, runs_opset, verify
+from archspec.exporters.verify import Case, Providers, References, resolve_providers, runs_opset, verify
 from archspec.format.dump import resolved_document
 from archspec.format.memory import BYTES_PER_VALUE
 from archspec.format.schema import Spec
@@ -247,6 +249,23 @@ def _export(result: StaticPass, module: nn.Module, *, exporter: str, opset: int,
     return model, "archspec", None
 
 
+def _random_state_check(result: StaticPass, module: nn.Module, cases: tuple[Case, ...], *, exporter: str,
+                        opset: int, static: bool, batch_size: int, providers: Providers, tolerance: Tolerance,
+                        passed: bool, progress: Callable[[str], None]) -> RandomStateCheck | None:
+    """When the module's norms or biases hold their initial values, emit and verify a copy with
+    seeded random ones: a fresh norm is an identity and hides a wrong BatchNormalization."""
+    held = initial_values(module) if passed and exporter == "archspec" else None
+    if held is None:
+        return None
+    progress("verifying again with seeded random norm statistics and biases")
+    randomized = randomize_state(copy.deepcopy(module), RANDOM_STATE_SEED).eval()
+    model, _, _ = _export(result, randomized, exporter=exporter, opset=opset, static=static,
+                          batch_size=batch_size, progress=progress)
+    verification = verify(model.SerializeToString(), randomized, cases, providers=providers,
+                          tolerance=tolerance, progress=progress)
+    return RandomStateCheck(held, RANDOM_STATE_SEED, verification)
+
+
 def _opset(model: onnx.ModelProto) -> int:
     return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
@@ -341,13 +360,20 @@ def export_onnx(
             **{f"{name}.version": number for name, number in versions.items()},
         }
         helper.set_model_props(model, metadata)
-        verification = None
+        verification = random_state = None
         references: References = {}  # PyTorch's outputs, computed once for every runtime
         if providers is not None:  # on the serialised model: the file differs only in this result
             cases = verification_cases(spec, result, batch_size=batch_size, static=static)
             verification = verify(model.SerializeToString(), module, cases, providers=providers,
                                   tolerance=tolerance, progress=progress, references=references)
             metadata["archspec.verification"] = json.dumps(verification.summary(), sort_keys=True)
+            random_state = _random_state_check(result, module, cases, exporter=exporter_name, opset=opset,
+                                               static=static, batch_size=batch_size, providers=providers,
+                                               tolerance=tolerance, passed=verification.passed, progress=progress)
+            if random_state is not None:
+                metadata["archspec.verification_random_state"] = json.dumps(
+                    {"initial_values": random_state.initial_values, "seed": random_state.seed,
+                     **random_state.verification.summary()}, sort_keys=True)
             helper.set_model_props(model, metadata)
         checks = []
         if runtimes and verification.passed:  # the fp32 graph, as onnxruntime saw it
@@ -371,6 +397,7 @@ def export_onnx(
         except onnx.checker.ValidationError as error:
             checker = first_line(error)
         passed = (checker == "passed" and (verification is None or verification.passed)
+                  and (random_state is None or random_state.passed)
                   and all(check.passed for check in checks) and (deployed is None or deployed.passed))
         report = ExportReport(
             spec_name=spec.name,
@@ -392,9 +419,17 @@ def export_onnx(
             precision=deployment.precision,
             deployment=deployed,
             runtimes=tuple(checks),
+            random_state=random_state,
         )
         if checker != "passed":
             raise VerificationError(f"onnx.checker rejected the file: {checker}", report)
+        if random_state is not None and not random_state.passed:
+            again = random_state.verification
+            worst = again.error or "; ".join(case.describe() for case in again.failures)
+            raise VerificationError(f"verification with seeded random norm statistics, affine values and biases "
+                                    f"failed (the module passed with {random_state.initial_values} at their initial "
+                                    f"values, which hide norm and bias mistakes; rtol {tolerance.rtol:g}, "
+                                    f"atol {tolerance.atol:g}): {worst}", report)
         if deployed is not None and not deployed.passed and (verification is None or verification.passed):
             worst = deployed.error or "; ".join(case.describe() for case in deployed.failures)
             raise VerificationError(f"{deployment.precision} check failed ({deployed.tolerance.describe()}): "

@@ -131,6 +131,33 @@ def _largest(values: Iterable[float | None]) -> float | None:
 
 
 @dataclass(frozen=True)
+class RandomStateCheck:
+    """The same emission verified again, on a copy of the module with seeded random norm
+    statistics, affine values and biases: run when the module's own still hold their initial
+    values, under which a dropped norm, a swapped shift and mean or a lost bias go unseen."""
+
+    initial_values: str
+    """What held its initial values in the module: ``21 of 21 norms and 1 of 1 biases``."""
+    seed: int
+    """The seed of ``archspec.exporters.random_state.randomize_state``."""
+    verification: VerifyReport
+    """The copy's graph under onnxruntime against the copy, on the same cases and tolerance."""
+
+    @property
+    def passed(self) -> bool:
+        return self.verification.passed
+
+    def describe(self) -> str:
+        """One line: what ran, and the largest errors."""
+        cases = self.verification.cases
+        return (f"verified again with seeded random norm statistics, affine values and biases (seed {self.seed}; "
+                f"{self.initial_values} held their initial values): {len(cases)} cases, "
+                f"max abs error {_number(_largest(c.max_abs_error for c in cases))}, "
+                f"max rel error {_number(_largest(c.max_rel_error for c in cases))}"
+                f"{'' if self.passed else ' (outside tolerance)'}")
+
+
+@dataclass(frozen=True)
 class RuntimeCheck(_Checked):
     """The same verification cases run in another runtime (OpenCV DNN, OpenVINO, onnx2torch)."""
 
@@ -284,6 +311,10 @@ class ExportReport:
     ``None`` for a plain fp32 file, or with ``verify=False``."""
     runtimes: tuple[RuntimeCheck, ...] = ()
     """The fp32 graph in each runtime named by ``verify_with``, on the verification cases."""
+    random_state: RandomStateCheck | None = None
+    """The verification repeated with seeded random norm state and biases, when the module's own
+    held their initial values (a fresh network); ``None`` when they did not (loaded weights),
+    with ``verify=False``, or with ``exporter="torch"`` (torch's tracing, not archspec's emitters)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -295,6 +326,9 @@ class ExportReport:
                 case["passed"] = result.passed
         if self.deployment is not None:
             data["deployment"]["passed"] = self.deployment.passed
+        if self.random_state is not None:
+            data["random_state"]["passed"] = self.random_state.passed
+            data["random_state"]["verification"]["passed"] = self.random_state.passed
         return data
 
     def to_json(self) -> str:
