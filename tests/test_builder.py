@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import archspec
+from archspec.format.parts.vocabulary import activation_name, negative_slope
+from tests.conftest import ROOT
+from tests.nontrivial import randomize_state, relative_error
 
 
 def stage_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -103,20 +107,121 @@ def test_forward_is_finite_and_every_parameter_learns(spec_file: Path) -> None:
     assert noisy == [], f"biases before batch norms with a gradient: {noisy[:5]}"
 
 
-def test_forward_head_is_pool_and_linear_on_the_features(spec_file: Path) -> None:
-    spec = _quick(spec_file)
-    model = archspec.build(spec).eval()
-    x = _example(spec, 1)
+_BY_HAND = {
+    "relu": torch.relu,
+    "relu6": lambda x: x.clamp(0.0, 6.0),
+    "elu": lambda x: torch.where(x > 0, x, torch.expm1(x)),
+    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / 2**0.5)),
+    "silu": lambda x: x * torch.sigmoid(x),
+    "none": lambda x: x,
+}
+
+
+def _activation_by_hand(head: object, x: torch.Tensor) -> torch.Tensor:
+    """The head's activation written out from its definition."""
+    name = activation_name(head.activation)
+    if name == "leaky_relu":
+        return torch.where(x > 0, x, x * negative_slope(head.activation))
+    return _BY_HAND[name](x)
+
+
+def _head_by_hand(model: nn.Module, head: object, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """What follows forward_features, written out: global pooling, dropout ``mask``, Linear."""
+    if features.dim() > 2:
+        spatial = features.flatten(2)
+        pooled = {"avg": spatial.mean(2), "max": spatial.amax(2),
+                  "avg_max": 0.5 * (spatial.mean(2) + spatial.amax(2))}[head.pool]
+    else:
+        pooled = features
+    if mask is not None:
+        pooled = pooled * mask
+    linear = getattr(model, model.output_name)
+    return pooled @ linear.weight.T + linear.bias
+
+
+def _stages_by_hand(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Every stage's modules in ``stage_modules`` order, up to the output layer (the head's norm included)."""
+    modules = dict(model.named_modules())
+    for names in model.stage_modules.values():
+        for name in names:
+            if name != model.output_name:
+                x = modules[name](x)
+    return x
+
+
+def _assert_forward_matches_its_parts(spec: archspec.Spec, seed: int) -> torch.Tensor:
+    """forward_features is the stages and the head's activation (timm's meaning); forward_head is
+    pooling and the Linear; both written out by hand, on random norms and biases. Returns the
+    stages' output before the activation."""
+    model = randomize_state(archspec.build(spec), seed=seed).eval()
+    head = archspec.static_pass(spec).stages[-1].part
+    x = torch.randn(2, *archspec.static_pass(spec).input_shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
+        stages = _stages_by_hand(model, x)
         features = model.forward_features(x)
         assert features.shape[1] == model.num_features
-        # Written out independently for the reference heads: ReLU, global average pool, Linear.
-        if spec.head.activation in ("relu", "inherit") and spec.head.pool == "avg":
-            pooled = torch.relu(features).flatten(2).mean(2) if features.dim() > 2 else torch.relu(features)
-            linear = getattr(model, model.output_name)
-            expected = pooled @ linear.weight.T + linear.bias
-            got = model(x)
-            assert (got - expected).abs().max() <= 1e-5 * expected.abs().max().clamp_min(1e-12)
+        assert relative_error(features, _activation_by_hand(head, stages)) <= 1e-5, "forward_features"
+        expected = _head_by_hand(model, head, features)
+        assert relative_error(model.forward_head(features), expected) <= 1e-5, "forward_head"
+        assert relative_error(model(x), expected) <= 1e-5, "forward"
+    assert float(getattr(model, model.output_name).bias.detach().abs().min()) > 0, "a zero output bias hides its loss"
+    return stages
+
+
+def test_forward_features_and_head_by_hand_on_every_spec(spec_file: Path) -> None:
+    _assert_forward_matches_its_parts(_quick(spec_file), seed=0)
+
+
+# Non-idempotent activations (ReLU twice is ReLU once and hides one applied twice) and every pool.
+_SMALL_TUTORIAL = ("input.height=32", "input.width=32", "defaults.growth_rate=8")
+
+
+@pytest.mark.parametrize(("activation", "pool"), [("gelu", "avg"), ("elu", "max"), ("silu", "avg_max")])
+def test_forward_head_applies_its_activation_once(activation: str, pool: str) -> None:
+    spec = archspec.load_spec(ROOT / "specs" / "tutorial.yaml",
+                              [*_SMALL_TUTORIAL, f"head.activation={activation}", f"head.pool={pool}"])
+    stages = _assert_forward_matches_its_parts(spec, seed=1)
+    once = _BY_HAND[activation](stages)
+    assert relative_error(_BY_HAND[activation](once), once) > 1e-2, "applied twice would look like once"
+
+
+def test_head_dropout_trains_and_is_off_in_eval() -> None:
+    rate = 0.5
+    spec = archspec.load_spec(ROOT / "specs" / "tutorial.yaml", [*_SMALL_TUTORIAL, f"head.drop_rate={rate}"])
+    model = randomize_state(archspec.build(spec), seed=2).train()
+    head = archspec.static_pass(spec).stages[-1].part
+    x = torch.randn(4, *archspec.static_pass(spec).input_shape, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([0, 3, 5, 9])
+    linear = getattr(model, model.output_name)
+
+    # One training step's loss and output-layer gradient, against the head by hand with the same
+    # mask: nothing but dropout draws random numbers in this network.
+    torch.manual_seed(7)
+    out = model(x)
+    F.cross_entropy(out, target).backward()
+    trained = linear.weight.grad.clone()
+    torch.manual_seed(7)
+    features = _activation_by_hand(head, _stages_by_hand(model, x)).detach()  # batch statistics, as in the step
+    pooled_width = (x.shape[0], model.num_features)
+    mask = F.dropout(torch.ones(pooled_width), p=rate, training=True)
+    assert 0 < int((mask == 0).sum()) < mask.numel()
+    linear.weight.grad = None
+    expected = _head_by_hand(model, head, features, mask)
+    F.cross_entropy(expected, target).backward()
+    assert relative_error(out.detach(), expected.detach()) <= 1e-5, "the training output is not dropped out"
+    assert relative_error(trained, linear.weight.grad) <= 1e-5, "the step's gradient is not dropped out"
+    undropped = _head_by_hand(model, head, features)
+    assert relative_error(out.detach(), undropped.detach()) > 1e-2, "dropout changed nothing"
+
+    # In eval, no dropout: the same output whatever the random state, and the undropped head.
+    model.eval()
+    with torch.no_grad():
+        features = _activation_by_hand(head, _stages_by_hand(model, x))
+        torch.manual_seed(1)
+        first = model(x)
+        torch.manual_seed(2)
+        assert torch.equal(first, model(x)), "eval output depends on the random state"
+        assert relative_error(first, _head_by_hand(model, head, features)) <= 1e-5, "dropout in eval"
 
 
 def test_convolutions_are_kaiming_initialised() -> None:
