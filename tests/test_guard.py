@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources, machine_memory
+from archspec.format.guard import check_resources, machine_memory
 from tests.conftest import ROOT
 
 TUTORIAL = ROOT / "specs" / "tutorial.yaml"
@@ -21,8 +21,29 @@ TUTORIAL = ROOT / "specs" / "tutorial.yaml"
 HUGE = ("defaults.growth_rate=100000",)
 
 
-def test_default_limit_is_two_billion() -> None:
-    assert DEFAULT_MAX_PARAMS == 2_000_000_000
+def _tabular_with_params(params: int) -> archspec.Spec:
+    """A tabular spec with exactly ``params`` parameters: a 1-wide stem makes the count the
+    number of input features plus a constant (the static pass, nothing allocated)."""
+    def spec(features: int) -> archspec.Spec:
+        return archspec.load_spec({
+            "archspec": 1, "name": "boundary", "input": {"type": "tabular", "features": features},
+            "stem": {"type": "mlp_stem", "hidden": [1]},
+            "body": [{"type": "dense_block", "layer": "linear", "num_layers": 1, "growth_rate": 1, "bn_size": None}],
+            "head": {"type": "regressor"},
+        })
+
+    rest = archspec.static_pass(spec(1)).params - 1
+    return spec(params - rest)
+
+
+def test_default_limit_takes_two_billion_parameters_and_refuses_one_more() -> None:
+    at_limit = _tabular_with_params(2_000_000_000)
+    assert archspec.static_pass(at_limit).params == 2_000_000_000
+    check_resources(at_limit, max_memory=2**60)  # the default limit, inclusive
+    with pytest.raises(archspec.SpecError) as error:
+        check_resources(_tabular_with_params(2_000_000_001), max_memory=2**60)
+    assert error.value.message == ("2,000,000,001 parameters exceed the limit of 2,000,000,000; "
+                                   "raise the limit with --max-params 2000000001")
 
 
 def test_machine_memory_is_physical_memory() -> None:
