@@ -15,7 +15,7 @@ from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, V
 from archspec.format.dump import spec_yaml
 from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources
 from archspec.format.json_schema import json_schema_text
-from archspec.format.load import load_spec
+from archspec.format.load import load_spec, located_in
 from archspec.format.memory import MODES, OPTIMIZER_STATE, MemoryEstimate
 from archspec.format.schema import Spec
 from archspec.format.shapes import StaticPass, static_pass
@@ -306,7 +306,9 @@ def export_onnx(
             or a spec over the resource guard's limits (see ``build``); int8 without
             calibration inputs, a bad calibration array, an option that does not apply to
             the precision, nothing to bake, or fp16 overflow; a ``verify_with`` runtime
-            that is unknown or not installed (checked before the export starts).
+            that is unknown, not installed, or known not to run a part of the network
+            (``body[0].norm``: OpenCV's group and instance norms on 1D or 3D input),
+            checked before the export starts.
         VerificationError: the file does not match PyTorch (``.report`` has the numbers).
         RunError: the exporter itself failed (the torch exporter, or one that wrote
             another opset than the one asked for).
@@ -317,6 +319,11 @@ def export_onnx(
     check_resources(
         resolved, batch_size=max(batch_size, 2), max_params=max_params, max_memory=max_memory
     )
+    if verify:  # a runtime that cannot run the network is refused now, not after the export
+        from archspec.exporters.runtimes import check_runs
+
+        with located_in(spec, overrides):
+            check_runs(static_pass(resolved), verify_with)
     return export(
         resolved,
         out,

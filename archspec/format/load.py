@@ -6,8 +6,9 @@ file, line and column where the offending value was written.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from archspec.format.schema import Spec
 from archspec.format.shapes import static_pass
 from archspec.format.yaml_source import Document
 
-__all__ = ["dotted", "load_document", "load_spec", "validate"]
+__all__ = ["dotted", "load_document", "load_spec", "located_in", "validate"]
 
 MAX_PROBLEMS = 50
 """Problems reported for one spec; a generated file can hold thousands of the same mistake."""
@@ -84,6 +85,22 @@ def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] =
             or the spec is invalid; every problem carries its file, line and path.
     """
     return validate(load_document(source, overrides))
+
+
+@contextlib.contextmanager
+def located_in(source: object, overrides: Iterable[str] = ()) -> Iterator[None]:
+    """Place the problems of a ``SpecError`` raised inside where ``source`` wrote their paths.
+
+    For a check made after loading (a runtime that cannot run a part): ``source`` is what
+    ``load_spec`` was given; a file is read again, a ``Spec`` object has no positions.
+    """
+    try:
+        yield
+    except SpecError as error:
+        if not isinstance(source, (str, Path, Mapping)):
+            raise
+        document = load_document(source, overrides)
+        raise SpecError([located(problem, document) for problem in error.problems]) from None
 
 
 def _file_order(problem: Any) -> tuple[str, int, int]:

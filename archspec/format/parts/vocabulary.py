@@ -8,7 +8,8 @@ The counting rules for each choice live here beside it; the torch modules are in
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from collections.abc import Iterator
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
@@ -65,6 +66,16 @@ def norm_groups(norm: Norm) -> int:
     if norm_name(norm) != "group_norm":
         return 0
     return norm.groups if isinstance(norm, GroupNorm) else DEFAULT_GROUPS
+
+
+def norms_in(part: BaseModel) -> Iterator[tuple[str, Norm]]:
+    """Each field of ``part`` that chooses a norm, by name, with its choice (``inherit`` left out).
+
+    Found by the field's type, not its name, so a kind of part with a second norm field is covered.
+    """
+    for name, field in type(part).model_fields.items():
+        if GroupNorm in get_args(field.annotation) and (value := getattr(part, name)) != INHERIT:
+            yield name, value
 
 
 def activation_name(activation: Activation) -> str:
