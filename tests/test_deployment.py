@@ -8,7 +8,9 @@ in the comments (onnxruntime 1.31.1 CPU provider, torch 2.14.1).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,8 @@ from archspec.exporters.deployment import (
     deploy,
     settle,
 )
-from archspec.exporters.precision import to_fp16
+from archspec.exporters.precision import int8_dot_product, to_fp16
+from archspec.exporters.report import SpeedComparison
 from archspec.exporters.preprocess_graph import BAKED_KEY, PREPROCESS_KEY, normalise, preprocess_metadata
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state
@@ -220,14 +223,37 @@ def test_int8_file_is_a_third_of_the_size_and_agrees_on_the_calibration_inputs(t
     onnx.checker.check_model(model, full_check=True)
     assert _size_ratio(model, tutorial) <= 0.35, f"{_size_ratio(model, tutorial):.3f}× the fp32 file"  # 0.292
     assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
-    assert verdict.tolerance == INT8_CLASSIFIER_TOLERANCE and verdict.tolerance.min_top1_agreement == 0.9
-    (case,) = verdict.cases
+    assert verdict.tolerance == INT8_CLASSIFIER_TOLERANCE
+    assert (INT8_CLASSIFIER_TOLERANCE.min_top1_agreement, INT8_CLASSIFIER_TOLERANCE.max_relative_error) == (0.9, 0.1)
+    case, *seeded = verdict.cases
     assert case.name == f"calibration ({CALIBRATION_INPUTS} inputs)"
     assert case.input_shape == (CALIBRATION_INPUTS, 1, 96, 96)
     assert case.top1_agreement == 1.0, case.describe()  # 16 of 16
-    # Measured 1.6e-2 of the largest logit: int8 rounds each activation to 1/255 of its range.
+    # Measured 1.3e-2 of the largest logit: int8 rounds each activation to 1/255 of its range.
     assert case.relative_error is not None and 1e-3 < case.relative_error < 5e-2, case.describe()
-    assert verdict.inputs.startswith("calibration array ") and verdict.inputs.endswith(f" ({CALIBRATION_INPUTS} inputs)")
+    # Then the fp32 verification's seeded inputs (1.3e-2 and 1.6e-2), judged by the error alone.
+    assert [(c.name, c.input_shape) for c in seeded] == list(TUTORIAL_CASES)
+    for case in seeded:
+        assert case.relative_error is not None and 1e-3 < case.relative_error < 5e-2, case.describe()
+        assert case.top1_agreement is None, "agreement is judged on the calibration inputs only"
+    assert verdict.inputs == (f"calibration array {tutorial.folder / 'calibration.npy'} ({CALIBRATION_INPUTS} "
+                              f"inputs) and seeded standard normal")
+
+
+def test_int8_calibrated_on_wrongly_scaled_inputs_fails(tutorial):
+    # Calibrated on the inputs × 0.05, the file's ranges are 20 times too narrow: on those inputs
+    # it agrees (1.2e-2 of the largest logit, top-1 16 of 16), on the spec's input scale it is
+    # 0.57 of the largest logit off (0.27 for DenseNet-BC-100) and still picks the same class.
+    scaled = tutorial.folder / "scaled.npy"
+    np.save(scaled, np.load(tutorial.calibration()) * np.float32(0.05))
+    deployment = settle(tutorial.spec, precision="int8", calibration=scaled)
+    _, verdict = deploy(tutorial.model, tutorial.module, tutorial.spec, deployment, TUTORIAL_CASES)
+    assert verdict is not None and not verdict.passed, [case.describe() for case in verdict.cases]
+    calibration, *seeded = verdict.cases
+    assert calibration.passed and calibration.relative_error < 0.05, calibration.describe()
+    for case in seeded:
+        assert not case.passed and 0.3 < case.relative_error, case.describe()
+        assert case.describe().endswith("(FAILED)") and case.non_finite == 0, case.describe()
 
 
 def test_int8_is_qdq_with_per_channel_weights(tutorial, tutorial_int8):
@@ -251,9 +277,10 @@ def test_int8_regressor_is_judged_by_its_relative_error(tabular):
     deployment = settle(tabular.spec, precision="int8", calibration=tabular.calibration())
     model, verdict = deploy(tabular.model, tabular.module, tabular.spec, deployment, TABULAR_CASES)
     assert verdict is not None and verdict.tolerance == INT8_REGRESSOR_TOLERANCE
-    (case,) = verdict.cases
-    assert case.top1_agreement is None, "a regressor has no classes"
-    assert case.relative_error is not None and case.relative_error <= 0.1, case.describe()
+    assert [case.input_shape for case in verdict.cases] == [(CALIBRATION_INPUTS, 4), (1, 4), (4, 4)]
+    for case in verdict.cases:
+        assert case.top1_agreement is None, "a regressor has no classes"
+        assert case.relative_error is not None and case.relative_error <= 0.1, case.describe()
     assert verdict.passed
     # No size bound here: in a network this small, scales and zero points outweigh the weights saved.
 
@@ -436,8 +463,9 @@ def test_export_onnx_static_int8_pads_the_last_calibration_batch(tabular, tmp_pa
     report = archspec.export_onnx(tabular.spec, out, weights=tabular.folder / "weights.pt", provider="cpu",
                                   static=True, batch_size=3, precision="int8", calibration=tabular.calibration())
     assert report.written and report.input_shape == (3, 4)
-    (case,) = report.deployment.cases
-    assert case.input_shape == (CALIBRATION_INPUTS, 4) and case.passed, case.describe()
+    assert [case.input_shape for case in report.deployment.cases] == [(CALIBRATION_INPUTS, 4), (3, 4)]
+    assert all(case.passed for case in report.deployment.cases), report.deployment.cases
+    assert report.deployment.speed is not None and report.deployment.speed.batch == 3
 
 
 def test_export_onnx_refuses_to_write_a_file_whose_check_failed(tutorial, tmp_path, monkeypatch):
@@ -473,13 +501,26 @@ def test_cli_int8_export_prints_the_check(tutorial, tmp_path):
     lines = result.output.splitlines()
     assert lines[0].startswith(f"wrote {out}: 0.9 MB, 758,226 parameters, opset 20, archspec exporter, int8")
     assert lines[2].startswith("fp32 graph verified on CPUExecutionProvider")
-    assert lines[-2] == (f"int8 file (preprocess baked in) checked against the fp32 module on CPUExecutionProvider, "
-                         f"top-1 agreement ≥ 90%, inputs calibration array {tutorial.folder / 'calibration.npy'} "
-                         f"(16 inputs):")
-    assert lines[-1].startswith("  calibration (16 inputs) (16, 1, 96, 96): max error ")
-    assert lines[-1].endswith("top-1 agreement 100.0% (ok)")
+    header = lines.index(f"int8 file (preprocess baked in) checked against the fp32 module on CPUExecutionProvider, "
+                         f"max error ≤ 0.1 of the largest output, top-1 agreement ≥ 90% on the calibration inputs, "
+                         f"inputs calibration array {tutorial.folder / 'calibration.npy'} (16 inputs) and seeded "
+                         f"uniform in [0, 1):")
+    calibration, batch1, batch4, smaller, speed, *words = lines[header + 1:]
+    assert calibration.startswith("  calibration (16 inputs) (16, 1, 96, 96): max error ")
+    assert calibration.endswith("top-1 agreement 100.0% (ok)")
+    assert batch1.startswith("  batch 1 (1, 1, 96, 96): max error ") and batch1.endswith(" (ok)")
+    assert batch4.startswith("  batch 4 (4, 1, 96, 96): max error ") and batch4.endswith(" (ok)")
+    assert smaller.startswith("  batch 4 at 72×60 (4, 1, 72, 60): max error ") and smaller.endswith(" (ok)")
+    support = int8_dot_product()
+    target = "" if support == "unknown" or support.startswith("none") else ", target ≤ 0.9×"
+    assert re.fullmatch(rf"int8 latency on CPUExecutionProvider: batch 4 [0-9.]+ ms, fp32 [0-9.]+ ms: [0-9.]+× "
+                        rf"\(median of 3{target}; CPU integer dot product: {re.escape(support)}\)", speed), speed
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["precision"] == "int8" and report["deployment"]["preprocess_baked"] is True
+    timing = report["deployment"]["speed"]
+    assert timing["cpu_int8_dot_product"] == support and timing["batch"] == 4 and timing["rounds"] == 3
+    assert timing["ratio"] == timing["milliseconds"] / timing["fp32_milliseconds"]
+    assert (words != []) == (timing["ratio"] >= 1 or (target != "" and timing["ratio"] > 0.9)), words
     assert _metadata(onnx.load(out))[BAKED_KEY] == "true"
 
 
@@ -509,3 +550,64 @@ def test_cli_refusals_exit_2_with_one_line_and_write_nothing(tutorial, tmp_path)
         assert result.exit_code == 2, (args, result.output)
         assert len(result.output.splitlines()) == 1 and result.output.startswith(line), result.output
         assert not out.exists() and not list(tmp_path.glob(".x.onnx.*")), args
+
+
+# ---- int8 speed: the CPU's integer dot product, and the words when int8 is not faster --------
+
+_CPUINFO = "processor\t: 0\nmodel name\t: x\nflags\t\t: fpu sse2 avx avx2 {extra}\n\nprocessor\t: 1\n"
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    (_CPUINFO.format(extra=""), "none (AVX2)"),
+    (_CPUINFO.format(extra="avx512f avx512bw avx512_vnni"), "AVX-512 VNNI"),
+    (_CPUINFO.format(extra="avx_vnni amx_tile amx_int8"), "AVX-VNNI, AMX"),
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp\n", "Arm dot product"),
+    ("processor\t: 0\nFeatures\t: fp asimd\n", "none (Arm NEON)"),
+    ("processor\t: 0\n", "unknown"),
+])
+def test_cpu_int8_dot_product_is_read_from_cpuinfo(text, found):
+    assert int8_dot_product(text) == found
+
+
+def test_int8_not_faster_says_so_in_words():
+    slow = SpeedComparison(provider="CPUExecutionProvider", batch=4, input_shape=(4, 1, 96, 96), milliseconds=24.0,
+                           fp32_milliseconds=20.0, rounds=3, cpu_int8_dot_product="none (AVX2)", target=None)
+    assert slow.lines("int8") == [
+        "int8 latency on CPUExecutionProvider: batch 4 24.0 ms, fp32 20.0 ms: 1.20× (median of 3; "
+        "CPU integer dot product: none (AVX2))",
+        "the int8 file is not faster than fp32 on this machine (1.20× its time): this CPU has no integer "
+        "dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX); it is smaller, not quicker, here"]
+    vnni = dataclasses.replace(slow, cpu_int8_dot_product="AVX-512 VNNI", target=0.9)
+    assert vnni.lines("int8")[1] == ("the int8 file is not faster than fp32 on this machine (1.20× its time): "
+                                     "although this CPU has AVX-512 VNNI; it is smaller, not quicker, here")
+    assert dataclasses.replace(vnni, milliseconds=19.0).lines("int8")[1] == (
+        "the int8 file is faster than fp32 here, but misses the 0.9× target for a CPU with AVX-512 VNNI")
+    assert len(dataclasses.replace(vnni, milliseconds=14.0).lines("int8")) == 1, "0.70×: nothing to add"
+    assert len(dataclasses.replace(slow, milliseconds=19.0).lines("int8")) == 1, "faster, and no target here"
+
+
+def test_cli_int8_export_ends_saying_it_is_not_faster(tabular, tmp_path, monkeypatch):
+    from archspec.exporters import deployment
+
+    measured = []
+
+    def slower(model, fp32, x, providers, **_):
+        measured.append(x.shape)
+        return SpeedComparison(provider="CPUExecutionProvider", batch=len(x), input_shape=tuple(x.shape),
+                               milliseconds=12.0, fp32_milliseconds=10.0, rounds=3,
+                               cpu_int8_dot_product="none (AVX2)", target=None)
+
+    monkeypatch.setattr(deployment, "compare_speed", slower)
+    out = tmp_path / "slow.onnx"
+    result = _cli(str(SPECS / "mlp_tabular.yaml"), *(arg for o in SMALL_TABULAR for arg in ("--set", o)),
+                  "--onnx", str(out), "--weights", str(tabular.folder / "weights.pt"), "--provider", "cpu",
+                  "--precision", "int8", "--calibration", str(tabular.calibration()), "--report", str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    assert measured == [(4, 4)], "timed once, on the larger verification batch"
+    assert result.output.splitlines()[-2:] == [
+        "int8 latency on CPUExecutionProvider: batch 4 12.0 ms, fp32 10.0 ms: 1.20× (median of 3; "
+        "CPU integer dot product: none (AVX2))",
+        "the int8 file is not faster than fp32 on this machine (1.20× its time): this CPU has no integer "
+        "dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX); it is smaller, not quicker, here"]
+    speed = json.loads((tmp_path / "r.json").read_text())["deployment"]["speed"]
+    assert (speed["cpu_int8_dot_product"], speed["ratio"], speed["target"]) == ("none (AVX2)", 1.2, None)

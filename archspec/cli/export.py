@@ -29,15 +29,6 @@ def _progress() -> Iterator[Callable[[str], None]]:
         yield status.update
 
 
-def _write_report(path: str | None, report: ExportReport) -> None:
-    if path is None:
-        return
-    try:
-        Path(path).write_text(report.to_json() + "\n", encoding="utf-8")
-    except OSError as error:
-        raise SpecError(Problem(f"cannot write report: {error.strerror}", file=path)) from None
-
-
 def _echo_report(report: ExportReport) -> None:
     fallback = f" (fallback: {report.exporter_fallback_reason})" if report.exporter_fallback_reason else ""
     precision = "" if report.precision == "fp32" else f", {report.precision}"
@@ -74,6 +65,9 @@ def _echo_report(report: ExportReport) -> None:
                    f"{deployment.tolerance.describe()}, inputs {deployment.inputs}:")
         for case in deployment.cases:
             click.echo(f"  {case.describe()}")
+        if deployment.speed is not None:
+            for line in deployment.speed.lines(deployment.precision):
+                click.echo(line)
 
 
 @click.command("export")
@@ -131,14 +125,13 @@ def command(spec: str, out: str, weights: str | None, opset: int | None, batch_s
                 precision=precision, calibration=calibration, io_fp16=io == "fp16",
                 bake_preprocess=bake_preprocess,
                 verify_with=tuple(name.strip() for name in (verify_with or "").split(",") if name.strip()),
+                report=report_path,
             )
         except VerificationError as error:
             failure: VerificationError | None = error
         else:
             failure = None
-    if failure is not None:
-        _write_report(report_path, failure.report)
+    if failure is not None:  # its report, if asked for, is written
         click.echo(f"error: {failure}; nothing written to {out}", err=True)
         sys.exit(EXIT_VERIFICATION_FAILED)
-    _write_report(report_path, report)
     _echo_report(report)

@@ -11,6 +11,8 @@ made for fp32 near zero, and what a user compares is the output as a whole.
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +26,17 @@ from torch import nn
 
 from archspec.errors import Problem, SpecError, first_line
 from archspec.exporters.calibration import batches, read_calibration
-from archspec.exporters.precision import check_fp16_activations, to_fp16, to_int8
+from archspec.exporters.precision import NO_INT8_DOT_PRODUCT, check_fp16_activations, int8_dot_product, to_fp16, to_int8
 from archspec.exporters.report import (
     BAKED_FP32_TOLERANCE,
     FP16_TOLERANCE,
     INT8_CLASSIFIER_TOLERANCE,
     INT8_REGRESSOR_TOLERANCE,
+    INT8_SPEED_TARGET,
     DeploymentCase,
     DeploymentCheck,
     DeploymentTolerance,
+    SpeedComparison,
 )
 from archspec.exporters.preprocess_graph import bake_normalisation, check_bakeable, normalise, preprocess_metadata
 from archspec.format.schema import Spec
@@ -41,6 +45,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 PRECISION_KEY = "archspec.precision"
 _CPU = "CPUExecutionProvider"
 _SEED = 0  # case i draws its input from seed _SEED + i, as the fp32 verification does
+_SPEED_ROUNDS = 3  # timed runs of each file, alternating, for the int8 / fp32 comparison
 
 
 @dataclass(frozen=True)
@@ -106,26 +111,39 @@ def tolerance_for(precision: str, *, classifier: bool) -> DeploymentTolerance:
     return BAKED_FP32_TOLERANCE
 
 
-def _case_inputs(deployment: Deployment, shapes: Sequence[tuple[str, tuple[int, ...]]]
-                 ) -> tuple[str, list[tuple[str, np.ndarray]]]:
-    """Each case's input and where they come from: the calibration array for int8, else seeded draws."""
-    if deployment.precision == "int8":
-        assert deployment.calibration is not None
-        inputs = deployment.calibration
-        return (f"calibration array {deployment.calibration_file} ({len(inputs)} inputs)",
-                [(f"calibration ({len(inputs)} inputs)", inputs)])
+def _seeded(deployment: Deployment, shapes: Sequence[tuple[str, tuple[int, ...]]]
+            ) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """Each case's seeded input, and how it was drawn."""
     cases = []
     for index, (name, shape) in enumerate(shapes):
         generator = torch.Generator().manual_seed(_SEED + index)
         # Baked files take raw input in [0, 1]; the others normalised input, as PyTorch does.
         draw = torch.rand if deployment.bake_preprocess else torch.randn
         cases.append((name, draw(shape, generator=generator).numpy()))
-    source = "seeded uniform in [0, 1)" if deployment.bake_preprocess else "seeded standard normal"
-    return source, cases
+    return ("seeded uniform in [0, 1)" if deployment.bake_preprocess else "seeded standard normal"), cases
+
+
+CALIBRATION_CASE = "calibration"
+
+
+def _case_inputs(deployment: Deployment, shapes: Sequence[tuple[str, tuple[int, ...]]]
+                 ) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """Each case's input and where they come from: seeded draws, and for int8 the calibration array first.
+
+    int8 is also checked on the seeded inputs of the input scale the spec declares: on its own
+    calibration inputs alone, a file calibrated on wrongly scaled data looks right.
+    """
+    source, cases = _seeded(deployment, shapes)
+    if deployment.precision != "int8":
+        return source, cases
+    assert deployment.calibration is not None
+    inputs = deployment.calibration
+    return (f"calibration array {deployment.calibration_file} ({len(inputs)} inputs) and {source}",
+            [(f"{CALIBRATION_CASE} ({len(inputs)} inputs)", inputs), *cases])
 
 
 def _compare(name: str, input_shape: tuple[int, ...], actual: np.ndarray, expected: np.ndarray,
-             tolerance: DeploymentTolerance, classifier: bool) -> DeploymentCase:
+             tolerance: DeploymentTolerance, classifier: bool, *, judge_agreement: bool = True) -> DeploymentCase:
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     largest = float(np.abs(expected).max(initial=0.0))
     if actual.shape != expected.shape:
@@ -135,12 +153,12 @@ def _compare(name: str, input_shape: tuple[int, ...], actual: np.ndarray, expect
     max_abs = float(difference.max(initial=0.0))
     relative = max_abs / max(largest, np.finfo(np.float32).tiny)
     agreement = None
-    if classifier and expected.ndim == 2:
+    if classifier and expected.ndim == 2 and judge_agreement:
         agreement = float(np.mean(np.argmax(actual, axis=1) == np.argmax(expected, axis=1)))
     passed = bool(finite.all())
     if tolerance.max_relative_error is not None:
         passed = passed and relative <= tolerance.max_relative_error
-    if tolerance.min_top1_agreement is not None and agreement is not None:
+    if tolerance.min_top1_agreement is not None and agreement is not None and judge_agreement:
         passed = passed and agreement >= tolerance.min_top1_agreement
     return DeploymentCase(name, input_shape, largest, max_abs, relative, agreement, int((~finite).sum()), passed)
 
@@ -151,10 +169,49 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     return batch.dim_value if batch.HasField("dim_value") else None
 
 
+def _session(model: onnx.ModelProto, providers: Sequence[str | tuple[str, dict[str, str]]]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Idle worker threads sleep instead of spinning: spinning threads time the neighbours on a busy machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
+
+
+def compare_speed(model: onnx.ModelProto, fp32: onnx.ModelProto, x: np.ndarray,
+                  providers: Sequence[str | tuple[str, dict[str, str]]], *,
+                  rounds: int = _SPEED_ROUNDS) -> SpeedComparison:
+    """Median time per batch of ``model`` and of the ``fp32`` graph on ``x``, timed in turn round after
+    round after one warm-up run each, so that a busy machine slows both alike; and the CPU's int8 support."""
+    sessions = [_session(model, providers), _session(fp32, providers)]
+    feeds = [{session.get_inputs()[0].name: x} for session in sessions]
+    times: list[list[float]] = [[], []]
+    for session, feed in zip(sessions, feeds):
+        session.run(None, feed)
+    for _ in range(rounds):
+        for session, feed, measured in zip(sessions, feeds, times):
+            start = time.perf_counter()
+            session.run(None, feed)
+            measured.append(time.perf_counter() - start)
+    support = int8_dot_product()
+    has = support not in ("unknown",) and not support.startswith(NO_INT8_DOT_PRODUCT)
+    return SpeedComparison(provider=sessions[0].get_providers()[0], batch=int(x.shape[0]),
+                           input_shape=tuple(x.shape), milliseconds=1000 * statistics.median(times[0]),
+                           fp32_milliseconds=1000 * statistics.median(times[1]), rounds=rounds,
+                           cpu_int8_dot_product=support, target=INT8_SPEED_TARGET if has else None)
+
+
+def _timed_input(deployment: Deployment, shapes: Sequence[tuple[str, tuple[int, ...]]]) -> np.ndarray | None:
+    """The largest seeded batch at the declared input size, or ``None`` without cases."""
+    _, cases = _seeded(deployment, shapes)
+    declared = [x for _, x in cases if cases and x.shape[1:] == cases[0][1].shape[1:]]
+    return max(declared, key=len, default=None)
+
+
 def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Deployment,
           shapes: Sequence[tuple[str, tuple[int, ...]]], *,
           providers: Sequence[str | tuple[str, dict[str, str]]] = (_CPU,),
-          progress: Callable[[str], None] = lambda _: None) -> DeploymentCheck:
+          progress: Callable[[str], None] = lambda _: None,
+          fp32: onnx.ModelProto | None = None) -> DeploymentCheck:
     """Run the converted ``model`` under onnxruntime and compare it with the fp32 ``module``.
 
     Args:
@@ -163,9 +220,11 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
         spec: the spec (its head says classifier or regressor; its preprocess, the normalisation).
         deployment: the settled options.
         shapes: ``(name, input shape)`` of each seeded case (the fp32 verification's cases);
-            int8 is compared on its calibration inputs instead.
+            int8 is compared on its calibration inputs first, then on these.
         providers: the onnxruntime providers to ask for.
         progress: called with a short description before each step.
+        fp32: the fp32 graph; with it, an int8 file's time per batch is compared with its
+            (``DeploymentCheck.speed``) on the largest seeded batch.
 
     Raises:
         SpecError: fp16 output NaN or infinite where PyTorch's is finite (fp16 overflow).
@@ -178,10 +237,11 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
     batch = fixed_batch(model)
     results: list[DeploymentCase] = []
     ran: tuple[str, ...] = ()
+    speed: SpeedComparison | None = None
 
     def report(error: str | None = None) -> DeploymentCheck:
         return DeploymentCheck(deployment.precision, np.dtype(io_dtype).name, deployment.bake_preprocess, source,
-                               tolerance, ran, tuple(results), error)
+                               tolerance, ran, tuple(results), error, speed)
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -202,12 +262,22 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
                                      for part in batches(inputs, batch)])[:len(inputs)]
         except Exception as error:  # onnxruntime's own types for a file it cannot run
             return report(f"onnxruntime could not run the file: {first_line(error)}")
-        result = _compare(name, tuple(inputs.shape), actual, expected, tolerance, classifier)
+        # Top-1 agreement means something on real inputs only: the calibration array's.
+        result = _compare(name, tuple(inputs.shape), actual, expected, tolerance, classifier,
+                          judge_agreement=deployment.precision != "int8" or name.startswith(CALIBRATION_CASE))
         if deployment.precision == "fp16" and result.non_finite and np.isfinite(expected).all():
             raise SpecError(Problem(f"fp16 overflow: {result.non_finite} of the fp16 file's outputs on {name} are "
                                     f"NaN or infinite where PyTorch's are finite (largest {result.largest_output:.3g})",
                                     option="--precision"))
         results.append(result)
+    timed = _timed_input(deployment, shapes)
+    if deployment.precision == "int8" and fp32 is not None and timed is not None and fixed_batch(model) in (
+            None, len(timed)):
+        progress(f"timing int8 against fp32 at batch {len(timed)}")
+        try:
+            speed = compare_speed(model, fp32, timed, providers)
+        except Exception as error:  # onnxruntime's own types; the cases above ran the same file
+            return report(f"onnxruntime could not time the file: {first_line(error)}")
     return report()
 
 
@@ -260,7 +330,8 @@ def deploy(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: De
         result = to_int8(result, deployment.calibration, batch=fixed_batch(model))
     verdict = None
     if deployment.transforms and providers is not None:
-        verdict = check(result, module, spec, deployment, shapes, providers=providers, progress=progress)
+        verdict = check(result, module, spec, deployment, shapes, providers=providers, progress=progress,
+                        fp32=model)
         metadata["archspec.deployment_check"] = json.dumps(verdict.summary(), sort_keys=True)
     helper.set_model_props(result, metadata)
     return result, verdict

@@ -42,6 +42,40 @@ from archspec.exporters.calibration import ArrayReader
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504: anything larger is inf in fp16
 INT8_OPS = ("Conv", "Gemm")
+# The CPU instructions that make int8 convolutions faster than fp32 ones, by their /proc/cpuinfo
+# flag: without one, onnxruntime's u8s8 kernels widen to 16 bits, and on an AVX2 CPU int8 took
+# 0.95-1.17× fp32's time (issue 21); docs/deployment.md has this machine's figures.
+INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX",
+                          "asimddp": "Arm dot product", "i8mm": "Arm int8 matrix multiply"}
+NO_INT8_DOT_PRODUCT = "none"
+
+
+def int8_dot_product(cpuinfo: str | None = None) -> str:
+    """This CPU's integer dot-product instructions, as one phrase for reports.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo``; read from the file when ``None`` (Linux only).
+
+    Returns:
+        The names found (``AVX-512 VNNI, AVX-VNNI, AMX``), ``none`` followed by what the CPU
+        has instead (``none (AVX2)``), or ``unknown`` where there is no ``/proc/cpuinfo``.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "unknown"
+    # x86 lists its extensions on a "flags" line, Arm on a "Features" line; every core repeats it.
+    line = next((line for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")), None)
+    if line is None:
+        return "unknown"
+    flags = set(line.partition(":")[2].split())
+    found = [name for flag, name in INT8_DOT_PRODUCT_FLAGS.items() if flag in flags]
+    if found:
+        return ", ".join(found)
+    widest = next((name for flag, name in (("avx512bw", "AVX-512"), ("avx2", "AVX2"), ("asimd", "Arm NEON"))
+                   if flag in flags), None)
+    return NO_INT8_DOT_PRODUCT if widest is None else f"{NO_INT8_DOT_PRODUCT} ({widest})"
 
 
 @contextlib.contextmanager
