@@ -27,8 +27,8 @@ from archspec.format.parts import (
 )
 from archspec.format.parts.base import spatial_dims
 from archspec.format.parts.vocabulary import Activation, activation_name, negative_slope, norm_groups, norm_name
-from archspec.format.shapes import Stage, StaticPass
-from archspec.network import DenseNet, Features, Output
+from archspec.format.shapes import OutputShape, Stage, StaticPass
+from archspec.network import DenseNet, Features, Output, Tapped
 from archspec.registry import Registry
 
 
@@ -40,7 +40,13 @@ class _Assembly:
     features: OrderedDict[str, nn.Module] = field(default_factory=OrderedDict)
     recomputed: list[str] = field(default_factory=list)
     """Names in ``features`` whose activations backward recomputes (a memory-efficient stem)."""
+    points: dict[str, str] = field(default_factory=dict)
+    """For each point a part declares, the qualified module whose output it is (``features.relu0``)."""
     output: Output | None = None
+
+    def last(self) -> str:
+        """The qualified name of the module added last to ``features``."""
+        return f"features.{next(reversed(self.features))}"
 
 
 Factory = Callable[..., None]
@@ -73,6 +79,7 @@ def _conv_stem(stage: Stage, stem: ConvStem | DeepStem, assembly: _Assembly, wid
         pool_padding=stem.pool_padding,
     )
     assembly.features.update(layers)
+    assembly.points["activation"] = f"features.{[name for name in layers if name != 'pool0'][-1]}"
     if stem.memory_efficient:
         assembly.recomputed.extend(layers)
 
@@ -104,7 +111,8 @@ def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
         bn_size=block.bn_size,
         drop_rate=block.drop_rate,
         memory_efficient=block.memory_efficient,
-        gradient_is_exclusive=True,  # every part after a block starts with a norm, conv, pool or Linear
+        # Read once, by a part that starts with a norm, conv, pool or Linear: nothing else holds its gradient.
+        gradient_is_exclusive=stage.readers == 1,
         bias=block.bias,
         dims=spatial_dims(stage.in_shape),
         kernel_size=block.kernel,
@@ -114,7 +122,9 @@ def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
 
 @register("transition")
 def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
-    assembly.features[f"transition{stage.number}"] = blocks.transition(
+    before = assembly.last()
+    name = f"transition{stage.number}"
+    assembly.features[name] = transition = blocks.transition(
         in_width=stage.in_shape[0],
         out_width=stage.out_shape[0],
         dims=spatial_dims(stage.in_shape),
@@ -125,6 +135,8 @@ def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
         pool=part.pool,
         pool_size=part.pool_size,
     )
+    activated = [child for child in transition._modules if child.startswith(("norm", "relu", "act"))]
+    assembly.points["activation"] = f"features.{name}.{activated[-1]}" if activated else before
 
 
 def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembly, name: str) -> None:
@@ -135,6 +147,7 @@ def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembl
         # torchvision, timm and MONAI all call the head's norm `features.norm5`, whatever
         # the number of blocks (a deep stem's norms stop at norm4: see deep_stem.MAX_CONVS).
         assembly.features["norm5"] = norm
+    assembly.points["norm"] = assembly.last()
     assembly.output = Output(
         name=name,
         linear=nn.Linear(width, stage.out_shape[0]),
@@ -142,6 +155,7 @@ def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembl
         pool=head.pool,
         drop_rate=head.drop_rate,
     )
+    assembly.points["activation"] = "head_activation" if assembly.output.activation else assembly.points["norm"]
 
 
 @register("classifier")
@@ -173,14 +187,26 @@ def build_module(result: StaticPass) -> DenseNet:
     """Compile a spec's static pass into a ``DenseNet`` module, freshly initialised."""
     assembly = _Assembly(result)
     stage_modules: dict[str, tuple[str, ...]] = {}
+    points: dict[tuple[str, str], str] = {}
     for stage in result.stages:
         before = set(assembly.features)
         FACTORIES[stage.kind](stage, stage.part, assembly)
         names = tuple(f"features.{name}" for name in assembly.features if name not in before)
         stage_modules[stage.path] = names
+        points.update({(stage.path, point): module for point, module in assembly.points.items()})
+        points[stage.path, "output"] = names[-1] if names else assembly.last()
+        assembly.points.clear()
     assert assembly.output is not None, "the head's factory sets the output"
     stage_modules["head"] = (*stage_modules["head"], assembly.output.name)
+    points["head", "output"] = assembly.output.name
+
+    def tapped(outputs: tuple[OutputShape, ...]) -> tuple[Tapped, ...]:
+        return tuple(Tapped(output.name, points[output.path, output.point], output.shape[0], output.reduction)
+                     for output in outputs)
+
+    has_maps = len(result.input_shape) > 1
     model = DenseNet(features=Features(assembly.features, tuple(assembly.recomputed)), output=assembly.output,
-                     stage_modules=stage_modules)
+                     stage_modules=stage_modules, outputs=tapped(result.outputs) if result.named else (),
+                     feature_taps=tapped(result.feature_maps()) if has_maps else ())
     _initialise(model)
     return model

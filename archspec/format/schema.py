@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from archspec.format.outputs import MAX_OUTPUTS, Tap
 from archspec.format.parts import ROLES, BodyPart, Defaults, Head, Input, Part, Stem, tag
 from archspec.format.preprocess import Preprocess
 
@@ -45,6 +46,9 @@ class Spec(Part):
     """Dense blocks and transitions, in order."""
     head: Head
     """The layers after the last dense block."""
+    outputs: Annotated[list[Tap], Field(min_length=1, max_length=MAX_OUTPUTS)] | None = None
+    """Named outputs taken at points of the network (a backbone's maps); the network then returns
+    them as a mapping, in this order. ``null``: the head's output alone."""
     preprocess: Preprocess | None = None
     """What a served network expects before its input (normalisation, labels, image sizes);
     written into exported files."""
@@ -57,15 +61,32 @@ class Spec(Part):
                 fitting = " or ".join(tag(other) for other in ROLES[role] if kind in other.inputs)
                 raise PartError(f"{role}.type", f"{kind} input needs a {fitting}{noun}, got {part.type}")
         for index, part in enumerate(self.body):
-            if part.layer != self.input.layer:
+            if part.layer_kind() not in (None, self.input.layer):
                 raise PartError(
-                    f"body[{index}].layer", f"{kind} input needs {self.input.layer} layers, got {part.layer}"
+                    f"body[{index}].layer", f"{kind} input needs {self.input.layer} layers, got {part.layer_kind()}"
                 )
         if not any(part.dense for part in self.body):
             raise PartError("body", "needs at least one dense_block")
+        if self.outputs is not None:
+            self._outputs_exist()
         if self.preprocess is not None:
             self._preprocess_fits()
         return self
+
+    def _outputs_exist(self) -> None:
+        parts = {"stem": self.stem, "head": self.head, **{f"body[{i}]": part for i, part in enumerate(self.body)}}
+        names: set[str] = set()
+        for index, tap in enumerate(self.outputs):
+            if tap.name in names:
+                raise PartError(f"outputs[{index}].name", f"{tap.name!r} names two outputs")
+            names.add(tap.name)
+            part = parts.get(tap.path)
+            if part is None:
+                raise PartError(f"outputs[{index}].at", f"{tap.path} is not a part (the body has {len(self.body)})")
+            if tap.point != "output" and tap.point not in part.points:
+                known = ", ".join(f"{tap.path}.{point}" for point in part.points) or "none inside it"
+                raise PartError(f"outputs[{index}].at",
+                                f"a {part.type} has no point {tap.point!r} (points: {tap.path}, {known})")
 
     def _preprocess_fits(self) -> None:
         preprocess, channels = self.preprocess, self.input.sample_shape()[0]

@@ -1,6 +1,7 @@
-"""The static pass: the one walk over a spec. Each stage carries its part, its number among
-parts of its kind, and its input and output shapes and parameters; everything after it
-(builder, memory model, diagram, exporter, docs) iterates stages. Never imports torch.
+"""The static pass: the one walk over a spec. Each stage carries its part, its role, its number
+among parts of its kind, its input and output shapes and parameters, and how many readers its
+output has; the pass also gives every named output's shape. Everything after it (builder,
+memory model, diagram, exporter, docs) iterates stages. Never imports torch.
 
 The builder must agree with this pass exactly (a test checks every spec and random ones).
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archspec.format.parts import StagePart
+from archspec.errors import Problem, SpecError
+from archspec.format.parts import HeadPart, StagePart
 from archspec.format.parts.base import Shape
 from archspec.format.schema import Spec
 
-__all__ = ["Shape", "Stage", "StaticPass", "input_shape", "static_pass"]
+__all__ = ["OutputShape", "Shape", "Stage", "StaticPass", "input_shape", "static_pass"]
 
 
 @dataclass(frozen=True)
@@ -22,16 +24,20 @@ class Stage:
 
     path: str
     """Where the part is in the spec: ``stem``, ``body[3]``, ``head``."""
+    role: str
+    """``stem``, ``body`` or ``head``."""
     part: StagePart
     """The part, with everything it inherits from ``defaults`` resolved."""
     number: int
-    """1-based position among the parts of the same kind (``denseblock2``, ``transition1``)."""
+    """1-based position among the parts of the same numbering (``denseblock2``, ``transition1``)."""
     in_shape: Shape
     """Input shape of one sample."""
     out_shape: Shape
     """Output shape of one sample."""
     params: int
     """Trainable parameters of the part."""
+    readers: int
+    """How many consumers read the part's output: the next part, and each output taken there."""
 
     @property
     def kind(self) -> str:
@@ -40,11 +46,29 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class OutputShape:
+    """One output of the network: its name, where it is taken, its shape and stride."""
+
+    name: str
+    path: str
+    """The stage it is taken from."""
+    point: str
+    """``output`` (after the whole part) or a point the part declares."""
+    shape: Shape
+    reduction: int
+    """Input size over output size along the first spatial axis (timm's ``reduction``); 1 for vectors."""
+
+
+@dataclass(frozen=True)
 class StaticPass:
-    """All stages of a spec, from stem to head."""
+    """All stages of a spec, from stem to head, and the network's outputs."""
 
     input_shape: Shape
     stages: tuple[Stage, ...]
+    outputs: tuple[OutputShape, ...]
+    """What the network returns: the head's output alone, or the spec's named ``outputs``."""
+    named: bool
+    """Whether the spec names its outputs (the network then returns a mapping)."""
 
     @property
     def params(self) -> int:
@@ -52,38 +76,81 @@ class StaticPass:
         return sum(stage.params for stage in self.stages)
 
     @property
+    def head(self) -> Stage:
+        """The head's stage."""
+        return next(stage for stage in self.stages if stage.role == "head")
+
+    @property
     def out_shape(self) -> Shape:
-        """Output shape of one sample."""
-        return self.stages[-1].out_shape
+        """Output shape of one sample of the head."""
+        return self.head.out_shape
 
     @property
     def num_features(self) -> int:
         """Width of the features the head reads."""
-        return self.stages[-1].in_shape[0]
+        return self.head.in_shape[0]
 
     @property
     def dense_blocks(self) -> int:
         """How many dense blocks the body holds."""
         return sum(1 for stage in self.stages if stage.part.dense)
 
+    def stage(self, path: str) -> Stage:
+        """The stage at ``path`` (``stem``, ``body[2]``, ``head``)."""
+        return next(stage for stage in self.stages if stage.path == path)
+
+    def output_at(self, name: str, path: str, point: str) -> OutputShape:
+        """The output ``name`` taken at ``point`` of the stage at ``path``."""
+        shape = self.stage(path).part.point_shape(point, self.stage(path))
+        reduction = self.input_shape[1] // shape[1] if len(shape) > 1 else 1
+        return OutputShape(name, path, point, shape, reduction)
+
+    def feature_maps(self) -> tuple[OutputShape, ...]:
+        """timm's ``features_only`` maps: each part's ``feature_point``, the deepest one per stride.
+
+        Raises:
+            SpecError: the network has no feature maps (tabular input).
+        """
+        if len(self.input_shape) < 2:
+            raise SpecError(Problem("features_only needs feature maps; tabular input has none", path="input"))
+        candidates = [self.output_at(_at(stage.path, stage.part.feature_point), stage.path, stage.part.feature_point)
+                      for stage in self.stages if stage.part.feature_point is not None]
+        return tuple(
+            candidate for candidate, deeper in zip(candidates, [*candidates[1:], None])
+            if deeper is None or deeper.shape[1:] != candidate.shape[1:]
+        )
+
+
+def _at(path: str, point: str) -> str:
+    """How a spec's ``at`` writes a point: ``body[2]`` for a part's output, ``stem.activation`` inside."""
+    return path if point == "output" else f"{path}.{point}"
+
 
 def static_pass(spec: Spec) -> StaticPass:
-    """Output shape and parameters of every part of ``spec``.
+    """Output shape and parameters of every part of ``spec``, and of every output.
 
     Raises:
         SpecError: a part's spatial size falls below 1×1, or a transition keeps no channels.
     """
     shape = spec.input.sample_shape()
-    located = [("stem", spec.stem), *((f"body[{i}]", part) for i, part in enumerate(spec.body)), ("head", spec.head)]
+    located = [("stem", "stem", spec.stem), *(("body", f"body[{i}]", part) for i, part in enumerate(spec.body)),
+               ("head", "head", spec.head)]
+    taps = spec.outputs or ()
     numbers: dict[str, int] = {}
     stages = []
-    for path, written in located:
+    for index, (role, path, written) in enumerate(located):
         part = written.resolved(spec.defaults)
-        numbers[part.type] = numbers.get(part.type, 0) + 1
+        numbering = part.numbering or part.type
+        numbers[numbering] = numbers.get(numbering, 0) + 1
         out_shape, params = part.infer(shape, path)
-        stages.append(Stage(path, part, numbers[part.type], shape, out_shape, params))
+        readers = (index + 1 < len(located)) + sum(1 for tap in taps if tap.path == path and tap.point == "output")
+        stages.append(Stage(path, role, part, numbers[numbering], shape, out_shape, params, readers))
         shape = out_shape
-    return StaticPass(spec.input.sample_shape(), tuple(stages))
+    result = StaticPass(spec.input.sample_shape(), tuple(stages), (), named=spec.outputs is not None)
+    head: HeadPart = result.head.part
+    wanted = [(tap.name, tap.path, tap.point) for tap in taps] or [(head.output_name, "head", "output")]
+    outputs = tuple(result.output_at(*output) for output in wanted)
+    return StaticPass(result.input_shape, result.stages, outputs, result.named)
 
 
 def input_shape(spec: Spec) -> Shape:

@@ -11,7 +11,7 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from archspec.format.parts.base import InputPart, Part, StagePart
+from archspec.format.parts.base import HeadPart, InputPart, Part, StagePart
 from archspec.format.parts.conv_stem import ConvStem
 from archspec.format.parts.deep_stem import DeepStem
 from archspec.format.parts.defaults import Defaults
@@ -49,7 +49,7 @@ BodyPart = _union(ROLES["body"])
 Head = _union(ROLES["head"])
 
 __all__ = [
-    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head",
+    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head", "HeadPart",
     "ImageInput", "Input", "InputPart", "MLPStem", "Part", "RegressorHead", "SignalInput", "Stem", "StagePart",
     "TabularInput", "Transition", "VolumeInput", "tag",
 ]

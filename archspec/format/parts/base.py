@@ -63,13 +63,28 @@ class InputPart(Part):
 
 
 class StagePart(Part):
-    """Facets of a stem, body part or head: the static pass, the memory model and the diagram."""
+    """Facets of a stem, body part or head: the static pass, the memory model and the diagram.
+
+    This class and ``HeadPart`` are the whole protocol: code outside a part's home reads a
+    part only through what is declared here (``tests/test_conformance.py`` runs every kind).
+    """
 
     FACETS: ClassVar[tuple[str, ...]] = ("infer", "stored_activations", "box", "depth_widths")
     inputs: ClassVar[frozenset[str]]
     """Input tags this part can follow."""
     dense: ClassVar[bool] = False
     """Whether this is a dense block (a body needs at least one)."""
+    numbering: ClassVar[str | None] = None
+    """Parts that share ``Stage.number`` (``denseblock2``, ``transition1``); ``None``: the tag."""
+    points: ClassVar[dict[str, str]] = {}
+    """Points inside the part an output can be taken at, besides ``output`` (after the whole
+    part), each with what it is. Tapped as ``at: stem.activation``."""
+    feature_point: ClassVar[str | None] = None
+    """The point timm's ``features_only`` takes from this part (``None``: none)."""
+
+    def layer_kind(self) -> str | None:
+        """Layer kind (``conv`` or ``linear``) the part is made of; ``None``: it fits either input."""
+        return None
 
     def resolved(self, defaults: BaseModel) -> StagePart:
         """This part with every field that says ``inherit`` taken from ``defaults``."""
@@ -84,6 +99,12 @@ class StagePart(Part):
         """
         raise NotImplementedError
 
+    def point_shape(self, point: str, stage: Stage) -> Shape:
+        """Shape of one sample at ``point`` (``output`` or one of ``points``)."""
+        if point == "output":
+            return stage.out_shape
+        raise NotImplementedError(f"{self.type} declares point {point!r} but has no shape for it")
+
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         """Values per sample this part saves for backward, and those its backward holds on top.
 
@@ -91,13 +112,31 @@ class StagePart(Part):
         """
         raise NotImplementedError
 
-
     def box(self, stage: Stage) -> Box:
         """The diagram's box for this part."""
         raise NotImplementedError
 
     def depth_widths(self, stage: Stage) -> list[int]:
         """Channels after each step of depth this part adds to the diagram's channel plot."""
+        raise NotImplementedError
+
+
+class HeadPart(StagePart):
+    """What the rest of archspec reads from a head, besides the stage facets."""
+
+    output_name: ClassVar[str]
+    """Name of the network's output in an exported file (``logits``, ``prediction``)."""
+    loss: ClassVar[str]
+    """Loss a training step uses with this head: ``cross_entropy``, ``mse``."""
+    class_scores: ClassVar[bool]
+    """Whether the outputs are class scores: top-1 agreement is checked and ``preprocess.labels`` names them."""
+    pools: ClassVar[bool]
+    """Whether the head pools feature maps to one vector (a timm classifier: ``forward_head``,
+    ``reset_classifier``); ``False``: it keeps every position."""
+
+    @property
+    def outputs(self) -> int:
+        """Values (class scores, targets, channels) the head produces per sample, or per position."""
         raise NotImplementedError
 
 

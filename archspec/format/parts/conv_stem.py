@@ -30,6 +30,9 @@ class ConvStem(PooledStem):
     bias: bool = False
     """Whether the stem convolution has a bias."""
 
+    def unpooled(self, in_shape: Shape) -> Shape:
+        return self._conv_shape(in_shape)
+
     def _conv_shape(self, in_shape: Shape) -> Shape:
         sizes = (window(size, self.kernel_size, self.stride, self.padding) for size in in_shape[1:])
         return (self.out_channels, *sizes)

@@ -37,6 +37,9 @@ class DeepStem(PooledStem):
     bias: bool = False
     """Whether the stem convolutions have a bias."""
 
+    def unpooled(self, in_shape: Shape) -> Shape:
+        return self._conv_shapes(in_shape)[-1]
+
     def _conv_shapes(self, in_shape: Shape) -> list[Shape]:
         """Output shape of each convolution."""
         shapes = []

@@ -34,6 +34,7 @@ class DenseBlock(StagePart):
 
     inputs = frozenset({"signal", "image", "volume", "tabular"})
     dense = True
+    feature_point = "output"
     type: Literal["dense_block"]
     """Tag: a dense block."""
     num_layers: Annotated[int, Field(gt=0, le=MAX_LAYERS)]
@@ -64,6 +65,9 @@ class DenseBlock(StagePart):
         if kernel_size % 2 == 0:
             raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
         return kernel_size
+
+    def layer_kind(self) -> str | None:
+        return self.layer
 
     @property
     def kernel(self) -> int:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from archspec.format.parts.base import INDEX_VALUES, Box, Shape, StagePart, linear_params, spatial_dims, values
+from archspec.format.parts.base import INDEX_VALUES, Box, HeadPart, Shape, linear_params, spatial_dims, values
 from archspec.format.parts.vocabulary import (
     INHERIT,
     Activation,
@@ -24,15 +24,17 @@ _COLOUR = "#e6d8ef"
 GlobalPool = Literal["avg", "max", "avg_max"]
 
 
-class _Head(StagePart):
+class _Head(HeadPart):
     """What both heads share: the final norm and activation, global pooling of feature maps,
     dropout, a Linear."""
 
     inputs = frozenset({"signal", "image", "volume", "tabular"})
-    output_name: ClassVar[str]
-    """Name of the network's output in an exported file."""
-    loss: ClassVar[str]
-    """Loss a training step uses with this head (``cross_entropy`` or ``mse``)."""
+    pools = True
+    points: ClassVar[dict[str, str]] = {
+        "norm": "after the final norm (torchvision's ``features.norm5``), before the activation",
+        "activation": "after the final norm and activation: the map the head pools (timm's last feature)",
+    }
+    feature_point = "activation"
     norm: Norm | Inherit = INHERIT
     """Normalisation after the last dense block (torchvision's ``features.norm5``); ``inherit``: ``defaults.norm``."""
     activation: Activation | Inherit = INHERIT
@@ -42,14 +44,12 @@ class _Head(StagePart):
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Dropout probability before the output layer (timm's ``drop_rate``)."""
 
-    @property
-    def outputs(self) -> int:
-        """Values the head produces per sample."""
-        raise NotImplementedError
-
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
         check_norm(self.norm, in_shape[0], in_shape, path)
         return (self.outputs,), norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], self.outputs, True)
+
+    def point_shape(self, point: str, stage: Stage) -> Shape:
+        return stage.in_shape if point in self.points else super().point_shape(point, stage)
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
         before = stage.in_shape
@@ -73,6 +73,7 @@ class ClassifierHead(_Head):
 
     output_name = "logits"
     loss = "cross_entropy"
+    class_scores = True
     type: Literal["classifier"]
     """Tag: a classification head."""
     num_classes: PositiveInt
@@ -91,6 +92,7 @@ class RegressorHead(_Head):
 
     output_name = "prediction"
     loss = "mse"
+    class_scores = False
     type: Literal["regressor"]
     """Tag: a regression head."""
     out_features: PositiveInt = 1

@@ -31,6 +31,9 @@ class MLPStem(StagePart):
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Dropout probability after each hidden layer's activation (training only)."""
 
+    def layer_kind(self) -> str | None:
+        return "linear"
+
     def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
         widths = [in_shape[0], *self.hidden]
         return (widths[-1],), sum(linear_params(a, b, self.bias) for a, b in zip(widths, widths[1:]))

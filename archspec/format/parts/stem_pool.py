@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -26,6 +26,11 @@ class PooledStem(StagePart):
     """Base of the convolutional stems: the pool that ends them (torchvision's ``pool0``)."""
 
     inputs = frozenset({"signal", "image", "volume"})
+    points: ClassVar[dict[str, str]] = {
+        "activation": "after the last convolution's norm and activation, before the pool "
+                      "(timm's and segmentation-models-pytorch's first feature)",
+    }
+    feature_point = "activation"
     norm: Norm | Inherit = INHERIT
     """Normalisation after each stem convolution; ``inherit``: ``defaults.norm``."""
     activation: Activation | Inherit = INHERIT
@@ -52,6 +57,16 @@ class PooledStem(StagePart):
                 f"({self.pool_kernel_size // 2}), got {self.pool_padding}"
             )
         return self
+
+    def unpooled(self, in_shape: Shape) -> Shape:
+        """Shape of one sample after the last convolution, before the pool."""
+        raise NotImplementedError
+
+    def layer_kind(self) -> str | None:
+        return "conv"
+
+    def point_shape(self, point: str, stage: Stage) -> Shape:
+        return self.unpooled(stage.in_shape) if point == "activation" else super().point_shape(point, stage)
 
     def pooled(self, shape: Shape, path: str) -> Shape:
         """Shape after the stem's pool.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -44,6 +44,10 @@ class Transition(StagePart):
     """Norm-activation-projection that compresses the features, then optional dropout and pooling."""
 
     inputs = frozenset({"signal", "image", "volume", "tabular"})
+    points: ClassVar[dict[str, str]] = {
+        "activation": "after the norm and activation, before the projection "
+                      "(segmentation-models-pytorch's skip)",
+    }
     type: Literal["transition"]
     """Tag: a transition."""
     compression: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
@@ -75,6 +79,12 @@ class Transition(StagePart):
         if self.layer == "linear" and self.pool != "none":
             raise ValueError("a linear transition cannot pool: set pool: none")
         return self
+
+    def layer_kind(self) -> str | None:
+        return self.layer
+
+    def point_shape(self, point: str, stage: Stage) -> Shape:
+        return stage.in_shape if point == "activation" else super().point_shape(point, stage)
 
     def out_width(self, in_width: int) -> int:
         """Channels (or features) this transition produces from ``in_width``."""
