@@ -145,10 +145,15 @@ def test_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path, writer):
         torch.save(payload, path)
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))  # torch.load reads protocol 2 plain pickles
-    assert _refusal(path) == [
-        f"{path}: cannot load weights: refused by torch.load(weights_only=True): "
+    expected = (
+        "cannot load weights: refused by torch.load(weights_only=True): "
         "Unsupported global: GLOBAL io.open was not an allowed global by default"
-    ]
+        if writer == "torch.save"
+        # a plain pickle is not torch.save's format: refused by its first bytes, never unpickled
+        else "not a weights file: a PyTorch checkpoint (torch.save) or a safetensors file was expected "
+        "(it looks like a plain pickle, not torch.save's format)"
+    )
+    assert _refusal(path) == [f"{path}: {expected}"]
     assert not marker.exists()
 
 
@@ -156,16 +161,18 @@ def test_truncated_random_and_empty_files_refused(tmp_path, tutorial_state):
     whole = tmp_path / "whole.pt"
     torch.save(tutorial_state, whole)
     (tmp_path / "truncated.pt").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    # b"g" is pickle's GET opcode (103), which the weights_only unpickler refuses
+    # a pickle's first bytes without torch.save's magic number: refused unread
     (tmp_path / "random.pth").write_bytes(b"\x80\x02g" + bytes(range(256)) * 16)
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "random.safetensors").write_bytes(b"\xff" * 64)
     expected = {
-        "truncated.pt": "cannot load weights: truncated or corrupt archive "
-        "(failed reading zip archive: failed finding central directory)",
-        "random.pth": "cannot load weights: refused by torch.load(weights_only=True): Unsupported operand 103",
+        "truncated.pt": "truncated or corrupt checkpoint: the zip directory at the end of the file is "
+        "missing or damaged (was it cut short?)",
+        "random.pth": "not a weights file: a PyTorch checkpoint (torch.save) or a safetensors file was "
+        "expected (it looks like a plain pickle, not torch.save's format)",
         "empty.pt": "weights file is empty",
-        "random.safetensors": "cannot load weights: Error while deserializing header: header too large",
+        "random.safetensors": "not a weights file: a PyTorch checkpoint (torch.save) or a safetensors file "
+        "was expected",
     }
     for name, message in expected.items():
         assert _refusal(tmp_path / name) == [f"{tmp_path / name}: {message}"]
