@@ -601,7 +601,8 @@ def test_cli_int8_export_ends_saying_it_is_not_faster(tabular, tmp_path, monkeyp
     out = tmp_path / "slow.onnx"
     result = _cli(str(SPECS / "mlp_tabular.yaml"), *(arg for o in SMALL_TABULAR for arg in ("--set", o)),
                   "--onnx", str(out), "--weights", str(tabular.folder / "weights.pt"), "--provider", "cpu",
-                  "--precision", "int8", "--calibration", str(tabular.calibration()), "--report", str(tmp_path / "r.json"))
+                  "--precision", "int8", "--calibration", str(tabular.calibration()),
+                  "--report", str(tmp_path / "r.json"))
     assert result.exit_code == 0, result.output
     assert measured == [(4, 4)], "timed once, on the larger verification batch"
     assert result.output.splitlines()[-2:] == [

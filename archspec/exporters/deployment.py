@@ -26,7 +26,13 @@ from torch import nn
 
 from archspec.errors import Problem, SpecError, first_line
 from archspec.exporters.calibration import batches, read_calibration
-from archspec.exporters.precision import NO_INT8_DOT_PRODUCT, check_fp16_activations, int8_dot_product, to_fp16, to_int8
+from archspec.exporters.precision import (
+    NO_INT8_DOT_PRODUCT,
+    check_fp16_activations,
+    int8_dot_product,
+    to_fp16,
+    to_int8,
+)
 from archspec.exporters.report import (
     BAKED_FP32_TOLERANCE,
     FP16_TOLERANCE,
@@ -229,7 +235,7 @@ def check(model: onnx.ModelProto, module: nn.Module, spec: Spec, deployment: Dep
     Raises:
         SpecError: fp16 output NaN or infinite where PyTorch's is finite (fp16 overflow).
     """
-    classifier = spec.head.output_name == "logits"
+    classifier = spec.head.class_scores
     tolerance = tolerance_for(deployment.precision, classifier=classifier)
     source, cases = _case_inputs(deployment, shapes)
     sample_shape = spec.input.sample_shape()
