@@ -69,6 +69,27 @@ def _densenet_bc_count(*, depth: int, growth: int, classes: int, channels: int) 
     return total + 2 * width + width * classes + classes  # final BN, linear classifier
 
 
+def test_classifier_head_on_tabular_input(tmp_path) -> None:
+    # A classifier reads the last dense block's 608 features like the regressor does: its norm (2 × 608)
+    # and Linear(608, 3) (608 × 3 + 3) replace the regressor's 1,825: 2,878,624 + 3,043 (docs/walkthrough.md).
+    overrides = ["head={type: classifier, num_classes: 3}"]
+    spec = archspec.load_spec(SPECS / "mlp_tabular.yaml", overrides)
+    assert archspec.static_pass(spec).params == 2_881_667
+    torch.manual_seed(0)
+    model = randomize_state(archspec.build(spec)).eval()
+    assert sum(p.numel() for p in model.parameters()) == 2_881_667
+    x = torch.randn(4, 330, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+        by_hand = model.forward_head(model.forward_features(x))
+    assert logits.shape == (4, 3)
+    assert torch.equal(logits, by_hand)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    report = archspec.export_onnx(SPECS / "mlp_tabular.yaml", tmp_path / "t.onnx", overrides=tuple(overrides),
+                                  weights=tmp_path / "w.pt", provider="cpu", batch_size=2)
+    assert report.written and report.verification.passed and report.output_name == "logits", report
+
+
 def test_cifar_densenet_bc_100_count_from_the_paper() -> None:
     spec = archspec.load_spec(SPECS / "cifar" / "densenet_bc_100.yaml")
     result = archspec.static_pass(spec)

@@ -98,3 +98,46 @@ def test_thousands_of_errors_are_capped(tmp_path: Path) -> None:
     # 200 bad body items + missing input, stem and head = 203 problems; 50 shown: the three
     # missing fields (at the top mapping, 1:1) and body[0..46]; body[47] sits at column 8 + 47·3
     assert str(problems[-1]) == f"{spec}:3:149: body[47]: 153 more problems from here on, not shown"
+
+
+def test_one_override_as_a_string_is_one_assignment() -> None:
+    # Once read character by character: "h", "e", "a"... each refused as an override without "=".
+    tutorial = ROOT / "specs" / "tutorial.yaml"
+    spec = archspec.load_spec(tutorial, overrides="head.num_classes=3")
+    assert spec.head.num_classes == 3
+    assert archspec.static_pass(spec).out_shape == (3,)
+    assert archspec.build(tutorial, overrides="head.num_classes=3").classifier.out_features == 3
+    with pytest.raises(archspec.SpecError) as caught:
+        archspec.load_spec(tutorial, overrides="head.num_classes=0")
+    assert len(caught.value.problems) == 1 and caught.value.path == "head.num_classes", caught.value
+
+
+def test_every_group_count_that_does_not_divide_is_reported_with_counts_that_do() -> None:
+    # The tutorial's norms see 64, 192, 96, 224, 112, 32 (the growth), 240, 120 and 248 channels:
+    # 7 divides only 224 and 112; 8 divides all (so does 4, and 1, 2; 16 fails on 120 and 248).
+    with pytest.raises(archspec.SpecError) as caught:
+        archspec.load_spec(ROOT / "specs" / "tutorial.yaml", ["defaults.norm={type: group_norm, groups: 7}"])
+    assert [f"{problem.path}: {problem.message}" for problem in caught.value.problems] == [
+        "stem: group_norm with 7 groups cannot split 64 channels",
+        "body[0]: group_norm with 7 groups cannot split 64 channels",
+        "body[1]: group_norm with 7 groups cannot split 192 channels",
+        "body[2]: group_norm with 7 groups cannot split 96 channels",
+        "body[4]: group_norm with 7 groups cannot split 32 channels",
+        "body[5]: group_norm with 7 groups cannot split 240 channels",
+        "body[6]: group_norm with 7 groups cannot split 120 channels",
+        "head: group_norm with 7 groups cannot split 248 channels; "
+        "group counts that divide every width here: 4 or 8",
+    ]
+    assert [problem.line for problem in caught.value.problems] == [11, 22, 23, 24, 26, 27, 28, 29]
+    archspec.load_spec(ROOT / "specs" / "tutorial.yaml", ["defaults.norm={type: group_norm, groups: 8}"])
+    with pytest.raises(archspec.SpecError) as caught:
+        archspec.load_spec(ROOT / "specs" / "tutorial.yaml", ["defaults.norm={type: group_norm, groups: 16}"])
+    assert caught.value.problems[-1].message.endswith("group counts that divide every width here: 8"), caught.value
+
+
+def test_a_group_norm_check_sees_every_width_it_is_given() -> None:
+    from archspec.format.parts.vocabulary import GroupNorm, check_norm
+
+    with pytest.raises(archspec.SpecError, match=r"^body\[2\]: group_norm with 8 groups cannot split 36 or 68 channels$"):
+        check_norm(GroupNorm(type="group_norm", groups=8), (64, 36, 68, 36), (64, 4, 4), "body[2]")
+    check_norm(GroupNorm(type="group_norm", groups=4), (64, 36, 68), (64, 4, 4), "body[2]")

@@ -8,7 +8,6 @@ The counting rules for each choice live here beside it; the torch modules are in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal, Union, get_args
 
@@ -95,7 +94,8 @@ def check_norm(norm: Norm, width: int | Sequence[int], shape: tuple[int, ...], p
     """Refuse a norm that cannot normalise ``width`` channels of a ``shape`` sample here.
 
     ``width`` may be every width the part's norms see: a group count that fails is then
-    reported with all the widths it does not divide, and the counts that divide them all.
+    reported with all the widths it does not divide (``load.validate`` adds the counts that
+    divide every width in the network).
 
     Raises:
         SpecError: groups that do not divide a width, a layer norm on feature maps, or an
@@ -108,8 +108,8 @@ def check_norm(norm: Norm, width: int | Sequence[int], shape: tuple[int, ...], p
         positions *= size
     groups = norm_groups(norm)
     if groups and (split := [each for each in widths if each % groups]):
-        raise SpecError(Problem(f"group_norm with {groups} groups cannot split {_and(split)} channels; "
-                                f"{_group_counts(widths, groups)}", path=path))
+        raise SpecError(Problem(f"group_norm with {groups} groups cannot split {_and(split)} channels",
+                                path=path))
     if norm_name(norm) == "layer_norm" and spatial_dims:
         raise SpecError(Problem("layer_norm applies to linear layers; for feature maps use "
                                 "{type: group_norm, groups: 1}", path=path))
@@ -125,15 +125,6 @@ def _and(numbers: Sequence[int]) -> str:
     """``44``, ``36 or 68``, ``12, 36 or 68``."""
     words = [str(number) for number in numbers]
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def _group_counts(widths: Sequence[int], asked: int) -> str:
-    """The group counts nearest ``asked`` (one below, one above) that divide every width in ``widths``."""
-    common = math.gcd(*widths)
-    counts = [count for count in range(1, common + 1) if common % count == 0]
-    near = [count for count in counts if count < asked][-1:] + [count for count in counts if count > asked][:1]
-    which = f"{_and(widths)} channels" if len(widths) > 1 else f"{widths[0]}"
-    return f"groups that divide {which}: {' or '.join(map(str, near))}"
 
 
 def check_blur(shape: tuple[int, ...], path: str) -> None:
