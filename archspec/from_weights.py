@@ -5,15 +5,19 @@ is enough for most of its spec: the number of spatial dimensions (a convolution'
 weight has two more axes), the input channels, the stem (one convolution, a deep
 stem's widths, or an MLP's), each dense block's layers, growth rate, bottleneck and
 kernel, each transition's width, which norm has running statistics, and the head's
-kind and size. What shapes cannot say is written as a default, with a comment beside it:
+kind and size. What shapes cannot say is guessed, and the written spec lists every guess in
+one comment block at its top:
 
 - input size: 224×224 images, 96³ volumes, 1000-sample signals (doubled while the
   network would shrink it below 1);
 - stem: one convolution of kernel ≤ 3 is the paper's CIFAR stem (stride 1, padding
   k//2, no pooling); a larger one, or a deep stem, the ImageNet stem (stride 2, padding
-  k//2, 3×3 max pool of stride 2, padding 1);
-- transitions: 2×2 average pooling (no pooling for linear ones), no activation after
-  the projection; activation ReLU everywhere; no dropout; the head pools by average;
+  k//2, 3×3 max pool of stride 2, padding 1); a convolution stem without norm tensors,
+  where the blocks have them, is the convolution alone (``norm: none, activation: none``,
+  as the CIFAR stem);
+- transitions: 2×2 average pooling, no activation after the projection; linear ones do
+  not pool and end in ReLU (seed 001's MLP); activation ReLU everywhere else; no
+  dropout; the head pools by average;
 - a norm with affine weights but no running statistics: instance norm on feature maps,
   layer norm on feature vectors (group norm fits as well; its groups leave no trace);
 - the order of blocks and transitions (numbered apart) follows the channels; where a
@@ -42,7 +46,7 @@ from archspec.format.load import load_spec
 from archspec.format.parts import DenseBlock
 from archspec.format.schema import Spec
 from archspec.format.shapes import static_pass
-from archspec.weights import Renamed, key_problems, read_headers, remap_keys, renaming_note, shown_key
+from archspec.weights import Renamed, key_problems, read_state_dict, remap_keys, renaming_note, shown_key
 
 _TENSORS = frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})
 # Every module a DenseNet's state dict names (archspec's names, torchvision's), and its role.
@@ -66,7 +70,6 @@ _CIFAR_STEM_KERNEL = 3
 _IMAGENET_POOL = {"pool": "max", "pool_kernel_size": 3, "pool_stride": 2, "pool_padding": 1}
 _DEFAULT_KERNEL = DenseBlock.model_fields["kernel_size"].default  # written only where a block differs
 _BC_COMPRESSION = 0.5  # DenseNet-BC's θ: torchvision, timm and MONAI halve the channels
-_UNKNOWN = "not in the checkpoint"
 
 Tensors = dict[str, tuple[int, ...]]
 """One module's tensors: name (``weight``, ``running_mean``…) → shape."""
@@ -167,29 +170,42 @@ def _norm(tensors: Tensors | None, dims: int) -> _Norm:
     return _Norm("layer_norm" if dims == 0 else "instance_norm", True)
 
 
-def _norm_note(norm: _Norm) -> list[str]:
+def _norm_guess(norm: _Norm) -> str | None:
+    """How a guessed norm is written, and why; ``None`` where the checkpoint tells it."""
     if not norm.guessed:
-        return []
+        return None
     if norm.kind == "none":
-        return ["norm: no norm tensors; a norm without affine weights (MONAI's instance norm) leaves none either"]
+        return ("norm none (no norm tensors; a norm without affine weights, as MONAI's instance norm, "
+                "leaves none either)")
     others = "group_norm" if norm.kind == "layer_norm" else "group_norm or layer_norm"
-    return [f"norm: no running statistics; {norm.kind} assumed, {others} fit as well (groups are {_UNKNOWN})"]
+    return (f"norm {norm.kind} (affine weights without running statistics; {others} fit as well, "
+            "and group norm's groups leave no trace)")
 
 
 @dataclass
 class _Line:
-    """One part of the written spec: its fields and the comment beside it."""
+    """One part of the written spec: its fields, as one flow mapping."""
 
     fields: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
-        mapping = yaml.safe_dump(self.fields, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
-        return mapping + (f"  # {'; '.join(self.notes)}" if self.notes else "")
+        return yaml.safe_dump(self.fields, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
 
 
-def _unknown(*names: str) -> str:
-    return f"{_UNKNOWN}: {', '.join(names)}"
+@dataclass
+class _Guesses:
+    """The values a checkpoint cannot tell, as the spec writes them: one line per guess, naming every
+    part it was made for, so that the spec's one comment block says all that was not read."""
+
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    """What was guessed (``"pool avg, pool_size 2 (why)"``) → the parts written with it."""
+
+    def add(self, part: str, guess: str | None) -> None:
+        if guess is not None:
+            self.parts.setdefault(guess, []).append(part)
+
+    def lines(self) -> list[str]:
+        return [f"#   {', '.join(parts)}: {guess}" for guess, parts in self.parts.items()]
 
 
 @dataclass
@@ -203,10 +219,11 @@ class _Recovered:
     defaults: _Line
     body: list[_Line]
     head: _Line
+    guesses: _Guesses
 
 
-def _stem(modules: _Modules, file: str | None) -> tuple[int, int, _Line, int]:
-    """Spatial dims, input channels, the stem's line and its output width."""
+def _stem(modules: _Modules, file: str | None) -> tuple[int, int, _Line, int, str | None]:
+    """Spatial dims, input channels, the stem's line, its output width, and what it guesses."""
     if not modules.stem:
         raise _refuse("not a DenseNet checkpoint: no stem (features.conv0 or features.linear0)", file)
     ops = sorted({op for op, _ in modules.stem.values()})
@@ -217,8 +234,8 @@ def _stem(modules: _Modules, file: str | None) -> tuple[int, int, _Line, int]:
     if op == "linear":
         shapes = [_weight(tensors, f"features.linear{i}", (2,), file) for i, (_, tensors) in enumerate(stem)]
         line = _Line({"type": "mlp_stem", "hidden": [shape[0] for shape in shapes],
-                      "bias": "bias" in stem[0][1], "drop_rate": 0.0}, [_unknown("drop_rate")])
-        return 0, shapes[0][1], line, shapes[-1][0]
+                      "bias": "bias" in stem[0][1], "drop_rate": 0.0})
+        return 0, shapes[0][1], line, shapes[-1][0], None
     shapes = [_weight(tensors, f"features.conv{i}", (3, 4, 5), file) for i, (_, tensors) in enumerate(stem)]
     dims = len(shapes[0]) - 2
     kernel = _kernel(shapes[0], "features.conv0", file)
@@ -226,16 +243,17 @@ def _stem(modules: _Modules, file: str | None) -> tuple[int, int, _Line, int]:
     if len(shapes) > 1:
         fields = {"type": "deep_stem", "widths": [shape[0] for shape in shapes], "kernel_size": kernel,
                   "bias": "bias" in stem[0][1], "stride": 2, "padding": kernel // 2, **_IMAGENET_POOL}
-        notes = [_unknown("stride", "padding", "pool") + " (timm's deep stem)"]
+        guess = (f"stride 2, padding {kernel // 2}, pool max (timm's deep stem; densenetblur121d's "
+                 "blur pool leaves no trace either)")
     elif kernel <= _CIFAR_STEM_KERNEL:
         fields = {"type": "conv_stem", "out_channels": shapes[0][0], "kernel_size": kernel,
                   "bias": "bias" in stem[0][1], "stride": 1, "padding": kernel // 2, "pool": "none"}
-        notes = [_unknown("stride", "padding", "pool") + f" (a {kernel}-wide single convolution: the CIFAR stem)"]
+        guess = f"stride 1, padding {kernel // 2}, pool none (one {kernel}-wide convolution: the paper's CIFAR stem)"
     else:
         fields = {"type": "conv_stem", "out_channels": shapes[0][0], "kernel_size": kernel,
                   "bias": "bias" in stem[0][1], "stride": 2, "padding": kernel // 2, **_IMAGENET_POOL}
-        notes = [_unknown("stride", "padding", "pool") + " (the ImageNet stem)"]
-    return dims, shapes[0][1], _Line(fields, notes), shapes[-1][0]
+        guess = f"stride 2, padding {kernel // 2}, pool max (one {kernel}-wide convolution: the ImageNet stem)"
+    return dims, shapes[0][1], _Line(fields), shapes[-1][0], guess
 
 
 @dataclass(frozen=True)
@@ -336,7 +354,7 @@ def _norm_field(norm: _Norm, default: _Norm) -> dict[str, Any]:
 
 def _recover(renamed: Renamed, file: str | None) -> _Recovered:
     modules = _sort_modules(renamed, file)
-    dims, channels, stem, stem_width = _stem(modules, file)
+    dims, channels, stem, stem_width, stem_guess = _stem(modules, file)
     if not modules.blocks:
         raise _refuse("not a DenseNet checkpoint: no dense block (features.denseblock1)", file)
     blocks = [_block(number, layers, dims, file)
@@ -345,35 +363,49 @@ def _recover(renamed: Renamed, file: str | None) -> _Recovered:
                    for number, parts in enumerate(_numbered(modules.transitions, "features.transition", 1, file), 1)]
     order = _chain(blocks, transitions, stem_width, file)
 
+    guesses = _Guesses()
+    guesses.add("stem", stem_guess)
     first = blocks[0]
-    defaults = _Line({**first.fields, "norm": first.norm.kind, "activation": "relu", "drop_rate": 0.0},
-                     [_unknown("activation", "drop_rate"), *_norm_note(first.norm)])
+    defaults = _Line({**first.fields, "norm": first.norm.kind, "activation": "relu", "drop_rate": 0.0})
     defaults.fields.pop("kernel_size", None)
     if stem.fields["type"] != "mlp_stem":
         stem_norm = _norm(modules.norms.get(0), dims)
-        stem.fields.update(_norm_field(stem_norm, first.norm))
-        stem.notes.extend(_norm_note(stem_norm) if stem_norm != first.norm else [])
+        if stem.fields["type"] == "conv_stem" and stem_norm.kind == "none" and first.norm.kind != "none":
+            # The blocks normalise but the stem keeps no norm tensors: the convolution alone, as in
+            # the paper's CIFAR stem (an inherited ReLU would clip the first features).
+            stem.fields.update(norm="none", activation="none")
+            guesses.add("stem", "norm none, activation none (no norm tensors, unlike the blocks: the "
+                                "convolution alone, as in the paper's CIFAR stem)")
+        else:
+            stem.fields.update(_norm_field(stem_norm, first.norm))
+            guesses.add("stem", _norm_guess(stem_norm) if stem_norm != first.norm else None)
+    guesses.add("defaults", "activation relu (an activation leaves no trace)")
+    guesses.add("defaults", _norm_guess(first.norm))
     layer = {} if dims else {"layer": "linear"}
     body = []
-    for part in order:
+    for index, part in enumerate(order):
+        where = f"body[{index}]"
         norm_fields = _norm_field(part.norm, first.norm)
-        norm_notes = _norm_note(part.norm) if part.norm != first.norm else []
+        guesses.add(where, _norm_guess(part.norm) if part.norm != first.norm else None)
         if isinstance(part, _Block):
             fields = {key: value for key, value in part.fields.items()
                       if value != defaults.fields.get(key, _DEFAULT_KERNEL)}
             body.append(_Line({"type": "dense_block", "num_layers": part.num_layers, **layer, **fields,
-                               **norm_fields}, norm_notes))
+                               **norm_fields}))
         elif dims:
             body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width),
                                **({"bias": True} if part.bias else {}), **norm_fields, "pool": "avg",
-                               "pool_size": 2}, [_unknown("pool", "pool_size"), *norm_notes]))
+                               "pool_size": 2}))
+            guesses.add(where, "pool avg, pool_size 2 (a pool leaves no trace)")
         else:
             body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width), **layer,
-                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "none"},
-                              [_unknown("post_activation", "drop_rate"), *norm_notes]))
+                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "none",
+                               "post_activation": "relu"}))
+            guesses.add(where, "post_activation relu (seed 001's MLP transitions end in ReLU)")
     stem_norms = 0 if stem.fields["type"] == "mlp_stem" else len(modules.stem)
-    head = _head(modules, _head_norm(modules, stem_norms, dims, file), dims, first.norm, file)
-    return _Recovered(dims, channels, stem, stem_width, defaults, body, head)
+    head = _head(modules, _head_norm(modules, stem_norms, dims, file), dims, first.norm, guesses, file)
+    guesses.add("everywhere", "drop_rate 0.0 (dropout leaves no trace, and eval mode skips it)")
+    return _Recovered(dims, channels, stem, stem_width, defaults, body, head, guesses)
 
 
 def _head_norm(modules: _Modules, stem_norms: int, dims: int, file: str | None) -> _Norm:
@@ -387,7 +419,8 @@ def _head_norm(modules: _Modules, stem_norms: int, dims: int, file: str | None) 
     return _norm(modules.norms[found[0]] if found else None, dims)
 
 
-def _head(modules: _Modules, norm: _Norm, dims: int, default: _Norm, file: str | None) -> _Line:
+def _head(modules: _Modules, norm: _Norm, dims: int, default: _Norm, guesses: _Guesses,
+          file: str | None) -> _Line:
     if len(modules.heads) != 1:
         found = " and ".join(sorted(modules.heads)) or "neither"
         raise _refuse(f"not a DenseNet checkpoint: needs one output layer, classifier or regressor; found {found}",
@@ -400,26 +433,36 @@ def _head(modules: _Modules, norm: _Norm, dims: int, default: _Norm, file: str |
     if dims:
         fields["pool"] = "avg"
     fields["drop_rate"] = 0.0
-    unknown = _unknown("pool", "drop_rate") if dims else _unknown("drop_rate")
-    return _Line(fields, [unknown, *(_norm_note(norm) if norm != default else [])])
+    guesses.add("head", "pool avg (a pool leaves no trace)" if dims else None)
+    guesses.add("head", _norm_guess(norm) if norm != default else None)
+    return _Line(fields)
 
 
-def _input(recovered: _Recovered, doublings: int) -> _Line:
+def _input(recovered: _Recovered, doublings: int) -> tuple[_Line, str | None]:
+    """The input's line and what it guesses (a checkpoint holds no input size)."""
     if recovered.dims == 0:
-        return _Line({"type": "tabular", "features": recovered.channels})
+        return _Line({"type": "tabular", "features": recovered.channels}), None
     size = _INPUT_SIZE[recovered.dims] << doublings
     sizes = {name: size for name in _SIZE_FIELDS[recovered.dims]}
-    note = _unknown(*sizes) + f" (default {size}" + (", doubled until the network fits)" if doublings else ")")
-    return _Line({"type": _SPATIAL[recovered.dims], "channels": recovered.channels, **sizes}, [note])
+    why = (f"{_INPUT_SIZE[recovered.dims]} doubled until the network fits" if doublings
+           else "a default size")
+    return (_Line({"type": _SPATIAL[recovered.dims], "channels": recovered.channels, **sizes}),
+            ", ".join(f"{name} {size}" for name in sizes) + f" ({why})")
 
 
-def _text(recovered: _Recovered, input_line: _Line, name: str, source: str | None, library: str, params: int,
-          tensors: int) -> str:
+def _text(recovered: _Recovered, input_part: tuple[_Line, str | None], name: str, source: str | None,
+          library: str, params: int, tensors: int) -> str:
     version = typing.get_args(Spec.model_fields["archspec"].annotation)[-1]
+    input_line, input_guess = input_part
+    guesses = _Guesses()
+    guesses.add("input", input_guess)
+    for guess, parts in recovered.guesses.parts.items():
+        guesses.parts.setdefault(guess, []).extend(parts)
     header = [
         f"# Recovered by `archspec from-weights` from a checkpoint's tensor shapes ({library}'s key names):",
-        f"# {params:,} parameters in {tensors:,} tensors. A checkpoint holds shapes, not behaviour: values",
-        f"# marked \"{_UNKNOWN}\" are defaults; check them against the code that trained the network.",
+        f"# {params:,} parameters in {tensors:,} tensors. A checkpoint holds shapes, not behaviour; these",
+        "# values are guessed (check them against the code that trained the network):",
+        *guesses.lines(),
     ]
     head = yaml.safe_dump({"archspec": version, "name": name,
                            "description": f"Recovered by archspec from-weights from {source or 'a state dict'}."},
@@ -508,4 +551,4 @@ def spec_from_weights(path: str | Path) -> str:
         SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
             can describe (one line saying why).
     """
-    return spec_from_state(remap_keys(read_headers(path)), source=Path(path).name, file=str(path))
+    return spec_from_state(remap_keys(read_state_dict(path)), source=Path(path).name, file=str(path))
