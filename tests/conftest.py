@@ -8,20 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import bounded
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_FILES = sorted((ROOT / "specs").rglob("*.yaml"))
 SPEC_IDS = [str(path.relative_to(ROOT / "specs").with_suffix("")) for path in SPEC_FILES]
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``archspec ARGS`` as a user would, in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "archspec", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(*args: str, cwd: Path = ROOT, cpu_seconds: int = 300) -> subprocess.CompletedProcess:
+    """Run ``archspec ARGS`` as a user would, in a fresh interpreter, bounded by its CPU time."""
+    return bounded.run([sys.executable, "-m", "archspec", *args], cwd=cwd, cpu_seconds=cpu_seconds)
 
 
 @pytest.fixture(params=SPEC_FILES, ids=SPEC_IDS)

@@ -38,6 +38,7 @@ from sybil.evaluators.skip import Skipper
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
 from archspec.cli import main
+from tests import bounded
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -47,8 +48,9 @@ SHOW_STATUS = "echo $?"
 # What a page's commands may read or write, copied so that they write into a scratch copy
 # (`archspec diagram ... -o docs/images/densenet121.svg`) and never into the checkout.
 WORKSPACE_DIRS = ("specs", "docs")
-# A command from a page that runs longer than this is a page to shorten or mark as skipped.
-COMMAND_TIMEOUT_S = 300
+# A command from a page that works longer than this (CPU seconds of each of its processes) is a
+# page to shorten or mark as skipped.
+COMMAND_CPU_S = 300
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,9 @@ def run(text: str, last_status: int) -> tuple[int, list[str]]:
         return result.exit_code, [line.rstrip() for line in result.output.splitlines()]
     environment = {**os.environ, "PATH": _shim_path(),
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    completed = subprocess.run(
+    completed = bounded.run(
         ["bash", "-c", f"(exit {last_status}); {text}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, env=environment, timeout=COMMAND_TIMEOUT_S,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, cpu_seconds=COMMAND_CPU_S,
     )
     return completed.returncode, [line.rstrip() for line in completed.stdout.splitlines()]
 

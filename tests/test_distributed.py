@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
+from tests import bounded
 from tests.conftest import ROOT
 
 WORKER = ROOT / "tests" / "ddp_worker.py"
 PROCESSES = 2
-TIMEOUT = 300  # seconds; a healthy run takes about 15 on 2 busy cores
+CPU_SECONDS = 300  # of each process; a healthy run takes about 15 s on 2 busy cores
 LR = 0.1  # tests/ddp_worker.py
 
 
@@ -42,18 +43,11 @@ def _run_workers(folder: Path) -> subprocess.CompletedProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(PROCESSES),
          str(WORKER), str(folder)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
+        stdout, stderr = bounded.communicate(process, cpu_seconds=CPU_SECONDS)  # kills torchrun's session
     finally:
-        if process.poll() is None:  # timed out: torchrun stops its workers on SIGTERM
-            process.terminate()
-            try:
-                process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
         _end_workers(folder)  # they run in sessions of their own: a dead torchrun leaves them
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

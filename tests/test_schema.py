@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from archspec.format.json_schema import json_schema
 from archspec.format.load import load_document
 from archspec.format.schema import Spec
 from archspec.format.yaml_source import read_document
+from tests import bounded
 from tests.conftest import ROOT, SPEC_FILES, run_cli
 
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())
@@ -89,8 +89,7 @@ def test_pydantic_and_json_schema_agree(name: str) -> None:
 
 
 def test_committed_schema_and_reference_are_fresh() -> None:
-    result = subprocess.run([sys.executable, "docs/gen_reference.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = bounded.run([sys.executable, "docs/gen_reference.py", "--check"], cwd=ROOT, cpu_seconds=60)
     assert result.returncode == 0, result.stderr
 
 
@@ -107,6 +106,5 @@ def test_validate_and_schema_never_import_torch(command: list[str]) -> None:
         "try:\n    main(%r)\nexcept SystemExit as done:\n    code = done.code\n"
         "print('torch' in sys.modules, code, file=sys.stderr)\n" % command
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = bounded.run([sys.executable, "-c", probe], cwd=ROOT, cpu_seconds=60)
     assert result.stderr.splitlines()[-1] == "False 0"
