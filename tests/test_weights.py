@@ -77,6 +77,16 @@ def test_torchvision_legacy_keys_load(tmp_path):
         assert torch.equal(model(x), reference(x))
 
 
+def test_legacy_format_loads_and_from_weights_reads_its_headers(tmp_path, tutorial_state):
+    # torch.save before PyTorch 1.6 (torchvision's published DenseNet files): read whole, within budget
+    path = tmp_path / "legacy.pth"
+    torch.save(tutorial_state, path, _use_new_zipfile_serialization=False)
+    loaded = archspec.load_weights(archspec.build(TUTORIAL), path).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in tutorial_state.items())
+    # from-weights reads it with torch's skip_data: shapes, no values; the spec has the tutorial's parameters
+    assert "# 758,226 parameters in 147 tensors." in archspec.spec_from_weights(path)
+
+
 def test_wrong_shapes_refused_with_diff(tmp_path, tutorial_state):
     torch.save(tutorial_state, tmp_path / "w.pt")
     path = tmp_path / "w.pt"
