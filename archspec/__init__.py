@@ -6,6 +6,10 @@ validating a spec stays fast.
 
 from __future__ import annotations
 
+from archspec import interrupts as _interrupts
+
+_interrupts.install_if_command()  # before the imports below, so a signal while they run ends the command cleanly
+
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from archspec.memory_fit import Measurement, ModeFit
-    from archspec.network import DenseNet
+    from archspec.network import Backbone, DenseNet
 
 __version__ = "0.1.0"
 
@@ -44,9 +48,12 @@ __all__ = [
     "Tolerance",
     "VerificationError",
     "__version__",
+    "begin_command",
     "build",
     "check_resources",
+    "command_started",
     "diagram",
+    "end_command",
     "export_onnx",
     "fit",
     "format_bytes",
@@ -74,6 +81,25 @@ def _as_spec(spec: SpecLike, overrides: tuple[str, ...] = ()) -> Spec:
     return load_spec(spec, overrides)
 
 
+def _inputs(spec: SpecLike | None, *paths: tuple[str, str | Path | None]) -> list[tuple[str, str | Path]]:
+    """Every file a command reads: a spec file and the files it extends, then ``paths``.
+
+    Outputs are checked against these (``archspec.atomic``), and each path is refused by
+    kind (a FIFO, a device) before anything opens it.
+    """
+    from archspec.format.load import load_document
+    from archspec.format.paths import refuse_special_file
+
+    named = [(what, path) for what, path in paths if path is not None]
+    for what, path in named:
+        refuse_special_file(path, what)
+    if not isinstance(spec, (str, Path)):  # a Spec or a mapping: no file
+        return named
+    document = load_document(spec)  # the spec is valid by now: read again for where its values came from
+    files = {where.file for where in (*document.values.values(), *document.keys.values()) if where.file}
+    return [("spec", spec), *(("extended spec", file) for file in sorted(files - {str(spec)})), *named]
+
+
 def build(
     spec: SpecLike,
     *,
@@ -81,7 +107,9 @@ def build(
     batch_size: int = 1,
     max_params: int = DEFAULT_MAX_PARAMS,
     max_memory: int | None = None,
-) -> DenseNet:
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> DenseNet | Backbone:
     """Build the ``torch.nn.Module`` a spec describes, freshly initialised.
 
     Args:
@@ -91,19 +119,34 @@ def build(
         max_params: most parameters the resource guard allows (default 2×10⁹).
         max_memory: most bytes the parameters and a forward pass at ``batch_size``
             may take; ``None``: this machine's physical memory.
+        features_only: return timm's ``features_only`` network instead: a list of feature maps
+            (the stem's activation, each dense block's output at a new stride, the head's
+            activation), with ``feature_info`` (``channels()``, ``reduction()``, ``module_name()``).
+        out_indices: with ``features_only``, which maps (timm's meaning; ``None``: all).
 
     Returns:
-        A ``DenseNet`` module with ``num_features``, ``forward_features`` and ``forward_head``.
+        A ``DenseNet`` module with timm's surface (``num_features``, ``forward_features``,
+        ``forward_head(x, pre_logits)``, ``get_classifier``, ``reset_classifier``,
+        ``forward_intermediates``, ``feature_info``); with ``features_only``, a ``Backbone``.
 
     Raises:
-        SpecError: the spec is invalid, or exceeds a limit of the resource guard.
+        SpecError: the spec is invalid, exceeds a limit of the resource guard, or (with
+            ``features_only``) has no feature maps or no map at one of ``out_indices``.
     """
     from archspec.builder import build_module
+    from archspec.network import Backbone
 
     resolved = _as_spec(spec, overrides)
     result = static_pass(resolved)
     check_resources(resolved, batch_size=batch_size, max_params=max_params, max_memory=max_memory, result=result)
-    return build_module(result)
+    if not features_only:
+        return build_module(result)
+    maps = len(result.feature_maps())
+    wrong = [index for index in out_indices or () if not -maps <= index < maps]
+    if wrong:
+        raise SpecError(Problem(f"out_indices {wrong} outside the {maps} feature maps (0 to {maps - 1})",
+                                option="out_indices"))
+    return Backbone(build_module(result), out_indices)
 
 
 def summary(
@@ -150,9 +193,12 @@ def diagram(spec: SpecLike, out: str | Path, *, overrides: tuple[str, ...] = ())
     Raises:
         SpecError: the spec is invalid, the extension is neither, or the file cannot be written.
     """
+    from archspec.atomic import check_destination
     from archspec.drawing import write_diagram
 
-    return write_diagram(_as_spec(spec, overrides), out)
+    resolved = _as_spec(spec, overrides)
+    check_destination(out, inputs=_inputs(spec))
+    return write_diagram(resolved, out)
 
 
 def fit(
@@ -186,7 +232,7 @@ def measure_step(spec: SpecLike, *, mode: str, batch_size: int, optimizer: str =
     return measure(_as_spec(spec), mode=mode, batch_size=batch_size, optimizer=optimizer)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, *, skip_head: bool = False) -> nn.Module:
     """Load a local weights file into a built network, strictly and safely.
 
     Args:
@@ -194,6 +240,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         path: a ``.pt``/``.pth`` state dict (read with ``torch.load(weights_only=True)``,
             so a pickle cannot run code) or a ``.safetensors`` file. torchvision DenseNet
             checkpoints load, including the old ``norm.1`` key style.
+        skip_head: fine-tuning: everything but the output layer loads strictly, and the
+            file's output layer (of any size, or none) is skipped; ``model.skipped_keys``
+            lists what was. A ``features_only`` backbone takes a full checkpoint this way.
 
     Returns:
         ``model``, with the weights loaded in place.
@@ -204,7 +253,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """
     from archspec.weights import load_weights as load
 
-    return load(model, path)
+    return load(model, path, skip_head=skip_head)
 
 
 def spec_from_weights(path: str | Path, *, out: str | Path | None = None) -> str:
@@ -223,13 +272,15 @@ def spec_from_weights(path: str | Path, *, out: str | Path | None = None) -> str
         SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
             can describe; one line says why.
     """
-    from archspec.atomic import atomic_output
+    from archspec.atomic import check_destination, write_text
     from archspec.from_weights import spec_from_weights as recover
 
+    inputs = _inputs(None, ("weights file", path))
+    if out is not None:
+        check_destination(out, inputs=inputs)
     text = recover(path)
     if out is not None:
-        with atomic_output(out) as temporary:
-            temporary.write_text(text, encoding="utf-8")
+        write_text(out, text)
     return text
 
 
@@ -254,11 +305,14 @@ def export_onnx(
     io_fp16: bool = False,
     bake_preprocess: bool = False,
     verify_with: tuple[str, ...] = (),
+    report: str | Path | None = None,
 ) -> ExportReport:
     """Export a spec's network to one self-contained ONNX file and verify it under onnxruntime.
 
     The file is written atomically: on any error, failed verification or Ctrl-C,
-    nothing is left at ``out``.
+    nothing is left at ``out`` (nor at ``report``, unless the verification failed).
+    No output may be an input (the spec, a file it extends, ``weights``, ``calibration``)
+    or the other output, or an existing file that is not a regular one.
 
     Args:
         spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
@@ -292,6 +346,8 @@ def export_onnx(
         verify_with: other runtimes to run the fp32 graph in after onnxruntime, on the same
             cases and tolerance: ``opencv``, ``openvino`` (at f32), ``onnx2torch``; each
             needs its package (``pip install 'archspec[runtimes]'``).
+        report: also write the report there as JSON; with ``out``, both files or neither,
+            except that a failed verification writes its report (and no ONNX file).
 
     Returns:
         The ``ExportReport``: exporter, opset, input dims, file size, versions, every
@@ -313,9 +369,12 @@ def export_onnx(
         RunError: the exporter itself failed (the torch exporter, or one that wrote
             another opset than the one asked for).
     """
+    from archspec.atomic import replacing, write_text
     from archspec.exporters.onnx import export_onnx as export
 
     resolved = _as_spec(spec, overrides)
+    inputs = _inputs(spec, ("weights file", weights), ("calibration array", calibration))
+    outputs = [out] if report is None else [out, report]
     check_resources(
         resolved, batch_size=max(batch_size, 2), max_params=max_params, max_memory=max_memory
     )
@@ -324,21 +383,62 @@ def export_onnx(
 
         with located_in(spec, overrides):
             check_runs(static_pass(resolved), verify_with)
-    return export(
-        resolved,
-        out,
-        weights=weights,
-        opset=opset,
-        batch_size=batch_size,
-        static=static,
-        provider=provider,
-        tolerance=tolerance or FP32_TOLERANCE,
-        verify_output=verify,
-        progress=progress or (lambda _: None),
-        exporter=exporter,
-        precision=precision,
-        calibration=calibration,
-        io_fp16=io_fp16,
-        bake_preprocess=bake_preprocess,
-        verify_with=tuple(verify_with),
-    )
+    try:
+        with replacing(outputs, inputs=inputs):  # an error or a signal after the ONNX file is in place removes it
+            done = export(
+                resolved,
+                out,
+                weights=weights,
+                opset=opset,
+                batch_size=batch_size,
+                static=static,
+                provider=provider,
+                tolerance=tolerance or FP32_TOLERANCE,
+                verify_output=verify,
+                progress=progress or (lambda _: None),
+                exporter=exporter,
+                precision=precision,
+                calibration=calibration,
+                io_fp16=io_fp16,
+                bake_preprocess=bake_preprocess,
+                verify_with=tuple(verify_with),
+            )
+            if report is not None:
+                write_text(report, done.to_json() + "\n")
+    except VerificationError as failure:
+        if report is not None:  # the numbers of the failure; no ONNX file was written
+            write_text(report, failure.report.to_json() + "\n")
+        raise
+    return done
+
+
+def begin_command() -> bool:
+    """For the ``archspec`` command: its work starts, and a signal from now on unwinds it.
+
+    Returns:
+        Whether this process is the command, with its signal handlers (archspec/interrupts.py);
+        ``False`` in a program that imports archspec, whose signal handling stays its own.
+    """
+    if _interrupts.installed():
+        _interrupts.start()
+    return _interrupts.installed()
+
+
+def command_started() -> bool:
+    """Whether ``begin_command`` made this process the command."""
+    return _interrupts.installed()
+
+
+def end_command(status: int) -> int:
+    """For the ``archspec`` command: its exit status, once its work has ended.
+
+    Returns:
+        ``128 + N`` if signal N arrived before every output was committed (its one line is
+        printed on stderr), else ``status``. Later signals are ignored, and any temporary
+        file or uncommitted output a cleanup left behind is removed.
+    """
+    from archspec.atomic import abandon
+
+    status = _interrupts.exit_status(status)
+    abandon()
+    return status

@@ -15,5 +15,6 @@ from archspec.cli.options import overrides_option, spec_argument
               help="Where to write the picture: FILE.svg or FILE.png.")
 def command(spec: str, overrides: tuple[str, ...], output: str) -> None:
     """Draw SPEC as a diagram (one box per part, channel count through depth) to FILE."""
-    resolved = archspec.load_spec(spec, overrides)
-    click.echo(f"{resolved.name}: wrote {archspec.diagram(resolved, output)}")
+    name = archspec.load_spec(spec, overrides).name
+    # The path, not the loaded spec: the output is checked against the files it was read from.
+    click.echo(f"{name}: wrote {archspec.diagram(spec, output, overrides=overrides)}")
