@@ -14,8 +14,9 @@ import archspec
 def command(checkpoint: str, output: str) -> None:
     """Recover a spec from CHECKPOINT's tensor shapes (torchvision, timm or MONAI key names).
 
-    Values a checkpoint cannot tell (input size, strides, pooling, activation) are written
-    as defaults with a comment beside them. Nothing is written if CHECKPOINT is refused.
+    Values a checkpoint cannot tell (input size, strides, pooling, activation) are guessed,
+    and the spec lists every guess in one comment block at its top. Nothing is written if
+    CHECKPOINT is refused.
     """
     archspec.spec_from_weights(checkpoint, out=output)
     click.echo(f"{checkpoint}: wrote {output}")
