@@ -68,3 +68,24 @@ def test_unknown_option_is_usage_error_exit_2() -> None:
     result = run_cli("build", "specs/tutorial.yaml", "--no-such-flag")
     assert result.returncode == 2
     assert "No such option" in result.stderr
+
+
+def test_build_with_weights_says_what_it_loaded(tmp_path: Path) -> None:
+    import torch
+
+    import archspec
+
+    weights = tmp_path / "w.pt"
+    torch.save(archspec.build("specs/tutorial.yaml").state_dict(), weights)
+    result = run_cli("build", "specs/tutorial.yaml", "--weights", str(weights))
+    assert result.returncode == 0, result.stderr
+    # 147 tensors: 21 layers (the stem convolution, 16 dense layers, 3 transitions, the classifier), a
+    # weight and a bias each, and 21 norms, five each (weight, bias, running mean and variance, batch count).
+    assert result.stdout.splitlines() == [
+        f"loaded {weights}: 147 tensors, 758,226 parameters",
+        "tutorial: 758,226 parameters, input (1, 1, 96, 96) -> output (1, 10)",
+    ]
+    result = run_cli("build", "specs/tutorial.yaml", "--weights", str(weights), "--print-spec")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"loaded {weights}: 147 tensors, 758,226 parameters"]
+    assert result.stdout.startswith("archspec: 1\n"), result.stdout[:40]

@@ -138,3 +138,40 @@ def test_measure_refuses_a_step_larger_than_the_machine() -> None:
     with pytest.raises(archspec.SpecError) as error:
         measure(spec, mode="naive", batch_size=100_000)  # 12 TiB of activations
     assert "more than this machine's memory" in error.value.message
+
+
+def test_a_budget_too_small_for_batch_1_says_so_and_exits_1() -> None:
+    # The tutorial's batch 1 needs 11.52 MiB naive and 8.42 MiB memory-efficient (the table above them).
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "1KiB"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-3:] == [
+        "largest batch in 1.00 KiB (naive): none (batch 1 needs 11.52 MiB)",
+        "largest batch in 1.00 KiB (memory_efficient): none (batch 1 needs 8.42 MiB)",
+        "error: tutorial does not fit in 1.00 KiB at batch 1 in either mode",
+    ]
+    # One mode fitting is an answer: exit 0.
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "10MiB"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-2:] == [
+        "largest batch in 10.00 MiB (naive): none (batch 1 needs 11.52 MiB)",
+        "largest batch in 10.00 MiB (memory_efficient): 1",
+    ]
+
+
+def test_measure_shows_progress_as_export_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import archspec.cli.fit as fit_command
+
+    shown: list[str] = []
+
+    @contextlib.contextmanager
+    def recorded():
+        yield shown.append
+
+    monkeypatch.setattr(fit_command, "progress", recorded)
+    monkeypatch.setattr(archspec, "measure_step", lambda *a, **k: Measurement("cpu", 100 * 2**20))
+    result = CliRunner().invoke(main, ["fit", TUTORIAL, "--memory", "2GiB", "--batch-size", "4", "--measure"])
+    assert result.exit_code == 0, result.output
+    assert shown == [f"measuring one {mode} training step at batch 4 in a fresh process"
+                     for mode in ("naive", "memory_efficient")]

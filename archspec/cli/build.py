@@ -40,6 +40,10 @@ def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: st
     )
     if weights is not None:
         archspec.load_weights(model, weights)
+        tensors = len(model.state_dict())
+        # Strict: every tensor of the network came from the file. With --print-spec, stdout holds only the spec.
+        click.echo(f"loaded {weights}: {tensors} tensors, {count(sum(p.numel() for p in model.parameters()))} "
+                   "parameters", err=print_spec)
     if print_spec:
         click.echo(archspec.spec_yaml(resolved), nl=False)
         return

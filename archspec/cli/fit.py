@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 import archspec
 from archspec import OPTIMIZER_STATE, format_bytes
+from archspec.cli.export import _progress as progress
 from archspec.cli.options import overrides_option, spec_argument
+
+EXIT_DOES_NOT_FIT = 1
+"""Neither mode fits batch 1 in --memory: the answer is no, as a failed verification is (docs/cli.md)."""
 
 
 @click.command("fit")
@@ -40,11 +46,15 @@ def command(
     for label, sizes in rows:
         click.echo(f"{label:<18}{format_bytes(sizes[0]):>14}{format_bytes(sizes[1]):>18}")
     for found in fits:
-        click.echo(f"largest batch in {format_bytes(budget)} ({found.mode}): {found.largest_batch}")
+        largest = found.largest_batch or f"none (batch 1 needs {format_bytes(found.estimate.total(1))})"
+        click.echo(f"largest batch in {format_bytes(budget)} ({found.mode}): {largest}")
     if measure:
         devices = set()
         for found in fits:
-            measured = archspec.measure_step(resolved, mode=found.mode, batch_size=batch_size, optimizer=optimizer)
+            with progress() as status:  # a spinner on a terminal: each step takes seconds to minutes
+                status(f"measuring one {found.mode} training step at batch {batch_size} in a fresh process")
+                measured = archspec.measure_step(resolved, mode=found.mode, batch_size=batch_size,
+                                                 optimizer=optimizer)
             estimated = found.estimate.total(batch_size)
             devices.add(measured.device)
             click.echo(
@@ -56,3 +66,7 @@ def command(
             # Measured on an H100: 40-200 MiB (docs/diagram-and-fit.md, Accuracy).
             click.echo("on cuda the measured peak includes the workspaces cuDNN and cuBLAS allocate, "
                        "which the estimate leaves out: leave about 200 MiB for them")
+    if not any(found.largest_batch for found in fits):
+        click.echo(f"error: {resolved.name} does not fit in {format_bytes(budget)} at batch 1 in either mode",
+                   err=True)
+        sys.exit(EXIT_DOES_NOT_FIT)
