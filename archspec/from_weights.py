@@ -46,7 +46,7 @@ from archspec.format.load import load_spec
 from archspec.format.parts import DenseBlock
 from archspec.format.schema import Spec
 from archspec.format.shapes import static_pass
-from archspec.weights import Renamed, key_problems, read_state_dict, remap_keys, renaming_note, shown_key
+from archspec.weights import Renamed, key_problems, read_headers, remap_keys, renaming_note, shown_key
 
 _TENSORS = frozenset({"weight", "bias", "running_mean", "running_var", "num_batches_tracked"})
 # Every module a DenseNet's state dict names (archspec's names, torchvision's), and its role.
@@ -551,4 +551,4 @@ def spec_from_weights(path: str | Path) -> str:
         SpecError: the file cannot be read safely, or it is not a DenseNet that a spec
             can describe (one line saying why).
     """
-    return spec_from_state(remap_keys(read_state_dict(path)), source=Path(path).name, file=str(path))
+    return spec_from_state(remap_keys(read_headers(path)), source=Path(path).name, file=str(path))
