@@ -1,4 +1,4 @@
-"""How long ``archspec validate specs/*.yaml`` takes, as a user runs it.
+"""How long ``archspec validate specs/*.yaml specs/*/*.yaml`` takes, as a user runs it.
 
 Prints the best wall time of a few runs of the real command, next to the
 interpreter's own start-up (``python -c pass``), e.g.::
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 5
-BUDGET_S = 0.5  # issue 4: well under half a second for all of specs/
+BUDGET_S = 0.5  # issues 4 and 21: under half a second for all of specs/
 
 
 def best_wall(command: list[str]) -> tuple[float, float]:
@@ -37,14 +37,17 @@ def best_wall(command: list[str]) -> tuple[float, float]:
 
 
 def main() -> int:
-    specs = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "specs").glob("*.yaml"))
+    specs = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "specs").rglob("*.yaml"))
     validate, validate_cpu = best_wall([sys.executable, "-m", "archspec", "validate", *specs])
+    imports, imports_cpu = best_wall([sys.executable, "-c", "import archspec.cli"])
     python, python_cpu = best_wall([sys.executable, "-c", "pass"])
     print(f"archspec validate ({len(specs)} specs): {validate:.3f} s wall, {validate_cpu:.3f} s CPU"
           f" (best of {RUNS})")
+    print(f"import archspec.cli:             {imports:.3f} s wall, {imports_cpu:.3f} s CPU")
     print(f"python -c pass:                  {python:.3f} s wall, {python_cpu:.3f} s CPU")
-    print(f"ratio: {validate / python:.1f}× the bare interpreter's wall time; budget {BUDGET_S} s")
-    return 0 if validate < BUDGET_S else 1
+    print(f"ratio: {validate / python:.1f}× the bare interpreter's wall time; budget {BUDGET_S} s of CPU "
+          "(wall time on a shared machine adds the neighbours' share)")
+    return 0 if validate_cpu < BUDGET_S else 1
 
 
 if __name__ == "__main__":
