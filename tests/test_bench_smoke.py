@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
+from tests import bounded
 from tests.conftest import ROOT
 
 TITLES = [
@@ -20,10 +20,7 @@ TITLES = [
 
 
 def test_run_all_smoke_prints_every_benchmark_and_its_ratios():
-    result = subprocess.run(
-        [sys.executable, "bench/run_all.py", "--smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    result = bounded.run([sys.executable, "bench/run_all.py", "--smoke"], cwd=ROOT, cpu_seconds=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "torch " in lines[0] and "onnxruntime " in lines[0]
