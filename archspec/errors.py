@@ -4,6 +4,10 @@ failed through no fault of the input (exit 1), and the problems they carry."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+SHOWN = 80
+"""Most characters of a value quoted in a message: a message is one line, whatever the input."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,8 @@ class Problem:
         where = ":".join(
             str(part) for part in (self.file, self.line, self.column) if part is not None
         )
-        return ": ".join(part for part in (where, self.path or self.option, self.message) if part)
+        parts = (where, self.path or self.option, self.message)
+        return ": ".join(printable(part) for part in parts if part)
 
 
 class SpecError(Exception):
@@ -53,6 +58,47 @@ class SpecError(Exception):
 
 class RunError(Exception):
     """Work on a valid input failed (an exporter crashed, a measured step died): exit 1, one line."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x1b``), so it
+    cannot clear a terminal or forge a second line of output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def quoted(value: Any, limit: int = SHOWN) -> str:
+    """``value`` as a message quotes it: repr-like, escaped, at most about ``limit`` characters.
+
+    A string is quoted (``'densenet121'``); anything else is its ``repr``. A longer
+    text ends in ``…``; an integer too long to print is described by its size.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * limit:
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    if isinstance(value, str):
+        body = printable(value[: limit + 1]).replace("'", "\\'")
+        if len(body) > limit or len(value) > limit:
+            body = body[: limit - 1] + "…"
+        return f"'{body}'"
+    text = printable(repr(value)) if not isinstance(value, (dict, list)) else _short_repr(value, limit)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_repr(value: Any, limit: int) -> str:
+    """The repr of a list or mapping, stopped soon after ``limit`` characters (it may be huge)."""
+    pieces: list[str] = []
+    size = 0
+    items = value.items() if isinstance(value, dict) else value
+    for item in items:
+        piece = (f"{quoted(item[0], limit)}: {quoted(item[1], limit)}" if isinstance(value, dict)
+                 else quoted(item, limit))
+        pieces.append(piece)
+        size += len(piece) + 2
+        if size > limit:
+            break
+    open_, close = "{}" if isinstance(value, dict) else "[]"
+    return printable(open_ + ", ".join(pieces) + close)
 
 
 def first_line(error: BaseException | str) -> str:

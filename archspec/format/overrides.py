@@ -2,16 +2,21 @@
 
 VALUE is read with the same safe reader as spec files, so ``--set x=!!python/…``
 is refused like it would be in a file. Intermediate mappings are created as
-needed (``--set defaults.memory_efficient=true`` works without a ``defaults:``).
+needed (``--set defaults.memory_efficient=true`` works without a ``defaults:``);
+they are located at the override, so an error about them blames the option, not
+a line of the spec.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from archspec.errors import SpecError
+from archspec.errors import SHOWN, SpecError
 from archspec.format.paths import Loc, dotted, parse_dotted
 from archspec.format.yaml_source import Document, Position, parse_text
+
+MAX_PATH = 200
+"""Longest PATH of an override, in characters; the deepest field path of a spec is under 40."""
 
 
 def apply_override(document: Document, assignment: str, file: str | None = None) -> None:
@@ -26,23 +31,26 @@ def apply_override(document: Document, assignment: str, file: str | None = None)
         SpecError: the assignment cannot be parsed or its path does not exist;
             the problem names the override.
     """
-    origin = Position(file, via=f"--set {assignment}")
+    shown = assignment if len(assignment) <= SHOWN else assignment[: SHOWN - 1] + "…"
+    origin = Position(file, via=f"--set {shown}")
     path, separator, raw = assignment.partition("=")
+    if len(path) > MAX_PATH:
+        raise SpecError(origin.problem(f"PATH of {len(path):,} characters; at most {MAX_PATH}"))
     loc = parse_dotted(path.strip())
     if not separator or loc is None:
         raise SpecError(
             origin.problem("expected PATH=VALUE with PATH like head.num_classes or body[2].num_layers")
         )
     try:
-        value = parse_text(raw, f"--set {assignment}")
+        value = parse_text(raw, f"--set {shown}")
     except SpecError as error:
         raise SpecError(origin.problem(error.message, dotted(loc))) from None
     parent = document.data
     for depth, step in enumerate(loc[:-1]):
-        parent = _step_into(parent, step, loc[: depth + 1], origin)
+        parent = _step_into(parent, step, loc[: depth + 1], origin, document)
     last = loc[-1]
     if isinstance(last, int):
-        _step_into(parent, last, loc, origin)  # the item must exist
+        _step_into(parent, last, loc, origin, document)  # the item must exist
     elif not isinstance(parent, dict):
         raise SpecError(origin.problem("not a mapping, cannot set a field in it", dotted(loc[:-1])))
     parent[last] = value.data
@@ -52,7 +60,7 @@ def apply_override(document: Document, assignment: str, file: str | None = None)
         document.values[(*loc, *inner)] = origin
 
 
-def _step_into(container: Any, step: str | int, loc: Loc, origin: Position) -> Any:
+def _step_into(container: Any, step: str | int, loc: Loc, origin: Position, document: Document) -> Any:
     if isinstance(step, int):
         if not isinstance(container, list) or step >= len(container):
             size = len(container) if isinstance(container, list) else 0
@@ -60,4 +68,7 @@ def _step_into(container: Any, step: str | int, loc: Loc, origin: Position) -> A
         return container[step]
     if not isinstance(container, dict):
         raise SpecError(origin.problem("not a mapping, cannot set a field in it", dotted(loc[:-1])))
-    return container.setdefault(step, {})
+    if step not in container:
+        container[step] = {}  # created by the override, so located there
+        document.keys[loc] = document.values[loc] = origin
+    return container[step]

@@ -12,14 +12,11 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from archspec.errors import Problem
+from archspec.errors import Problem, quoted
 from archspec.format.paths import Loc, dotted, parse_dotted
 from archspec.format.schema import PartError, Spec
 from archspec.format.suggest import did_you_mean
 from archspec.format.yaml_source import Document
-
-_SHOWN_VALUE = 60  # characters of an offending value quoted in a message
-
 
 def located(problem: Problem, document: Document) -> Problem:
     """``problem`` (whose path is a dotted field path) placed where that field was written."""
@@ -42,7 +39,7 @@ def from_pydantic(error: dict[str, Any], document: Document) -> Problem:
         message = "required field is missing"
     elif kind == "extra_forbidden":
         where = document.position(loc, key=True)
-        message = f"unknown field {loc[-1]!r}" + did_you_mean(
+        message = f"unknown field {quoted(loc[-1])}" + did_you_mean(
             str(loc[-1]), _fields_at(loc[:-1], document.data)
         )
     elif kind == "union_tag_invalid":
@@ -50,7 +47,7 @@ def from_pydantic(error: dict[str, Any], document: Document) -> Problem:
         where = document.position(tag_loc)
         tags = [tag.strip("'") for tag in error["ctx"]["expected_tags"].split(", ")]
         tag = error["ctx"]["tag"]
-        return _at(where, f"unknown type {tag!r}" + did_you_mean(tag, tags), tag_loc)
+        return _at(where, f"unknown type {quoted(tag)}" + did_you_mean(str(tag), tags), tag_loc)
     elif kind == "union_tag_not_found":
         where = document.position(loc)
         tags = _tags_at(loc, document.data)
@@ -61,7 +58,7 @@ def from_pydantic(error: dict[str, Any], document: Document) -> Problem:
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
         if not isinstance(value, (dict, list)) and kind != "value_error":
-            message += f" (got {_shown(value)})"
+            message += f" (got {quoted(value)})"
     return _at(where, message, loc)
 
 
@@ -69,11 +66,6 @@ def _at(where: Any, message: str, loc: Loc) -> Problem:
     if where is None:
         return Problem(message, path=dotted(loc))
     return where.problem(message, dotted(loc))
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN_VALUE else text[: _SHOWN_VALUE - 1] + "…"
 
 
 def _user_loc(loc: tuple[Any, ...], data: Any) -> Loc:

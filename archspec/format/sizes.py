@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from archspec.errors import Problem, SpecError
+from archspec.errors import Problem, SpecError, quoted
+
+MAX_BYTES = 1 << 80
+"""Largest size an option may give (1 YiB): far above any machine, small enough for exact arithmetic."""
 
 _UNITS = {
     "b": 1,
@@ -21,19 +24,26 @@ def parse_bytes(text: str, *, option: str) -> int:
         SpecError: the text is not a positive number with an optional unit
             (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
     """
-    match = _SIZE.match(text)
+    match = _SIZE.match(text) if len(text) <= 40 else None
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS) or float(match.group(1)) <= 0:
         raise SpecError(
-            Problem(f"expected a memory size such as 4GiB or 512MiB, got {text!r}", option=option)
+            Problem(f"expected a memory size such as 4GiB or 512MiB, got {quoted(text)}", option=option)
         )
-    return int(float(match.group(1)) * _UNITS[unit or "b"])
+    size = int(float(match.group(1)) * _UNITS[unit or "b"])  # at most 40 digits: a float is exact enough
+    if size < 1:
+        raise SpecError(Problem(f"{quoted(text)} is less than one byte", option=option))
+    if size > MAX_BYTES:
+        raise SpecError(Problem(f"{quoted(text)} is more than {format_bytes(MAX_BYTES)}", option=option))
+    return size
 
 
 def format_bytes(size: float) -> str:
-    """``1320702443`` → ``1.23 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    """``1320702443`` → ``1.23 GiB``; any integer, however large, without overflowing a float."""
+    if abs(size) >= 1024**7:  # past EiB: a power of ten from the bit length, no float arithmetic
+        return f"more than 10^{int((abs(int(size)).bit_length() - 1) * 0.30103)} B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(size) < 1024:
             return f"{size:.0f} B" if unit == "B" else f"{size:.2f} {unit}"
         size /= 1024
-    return f"{size:.2f} TiB"
+    return f"{size:.2f} EiB"

@@ -5,12 +5,20 @@ PyYAML's parse events itself (never a constructor that can build objects),
 accepts only the plain YAML/JSON types (mapping, list, string, integer, float,
 boolean, null), refuses duplicate keys, and stops at size, node-count and
 nesting limits before any value is handed on. JSON files go through the same
-reader: JSON is YAML's flow style, so positions and duplicate keys work alike.
+reader: JSON is YAML's flow style, so positions and duplicate keys work alike
+(a ``.json`` file is first checked by Python's JSON parser, so that its syntax
+errors are JSON's).
+
+Plain values are read as YAML 1.2 reads them, and a plain value that YAML 1.1
+(PyYAML's resolver) and YAML 1.2 read differently is refused rather than guessed:
+``1:30`` (90 in 1.1, text in 1.2), ``yes``/``no``/``on``/``off`` (booleans in 1.1),
+``017`` (15 in 1.1, 17 in 1.2), ``0b101``, ``1_000``. ``0o17`` is 15, as in 1.2.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import stat
@@ -24,8 +32,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from archspec.errors import Problem, SpecError
-from archspec.format.paths import Loc, dotted
+from archspec.errors import Problem, SpecError, quoted
+from archspec.format.paths import Loc, dotted, file_kind
 
 _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -34,7 +42,11 @@ MAX_BYTES = 1 << 20
 MAX_NODES = 100_000
 """Most values one document may hold after aliases are expanded (bounds "billion laughs")."""
 MAX_DEPTH = 32
-"""Deepest nesting of mappings and lists; a real spec nests four levels."""
+"""Deepest nesting of mappings and lists, aliases expanded; a real spec nests four levels."""
+MAX_INTEGER = 2**53
+"""Largest integer a spec may hold (JSON's exact range): arithmetic on it stays within a float."""
+MAX_KEY = 100
+"""Longest mapping key, in characters; the longest field name is under 30."""
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "null")}
@@ -42,6 +54,13 @@ _TIMESTAMP = f"{_TAG}timestamp"  # an unquoted date: kept as the text written
 _MAX_DUPLICATES = 50  # duplicate keys reported before giving up on a file
 _CONTAINER_TAGS = {f"{_TAG}map", f"{_TAG}seq"}
 _EXPONENT = re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+# YAML 1.2's core schema, as far as it differs from the 1.1 resolver PyYAML uses.
+_INT_12 = re.compile(r"^[-+]?[0-9]+$|^0x[0-9a-fA-F]+$")
+_OCTAL_12 = re.compile(r"^0o[0-7]+$")
+_FLOAT_12 = re.compile(
+    r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"
+)
+_BOOL_12 = {"true", "True", "TRUE", "false", "False", "FALSE"}
 _construct = SafeConstructor()
 _resolver = Resolver()
 
@@ -103,18 +122,27 @@ class _Open:
     anchor: str | None
     start: int  # index into the position log where this container's entries begin
     key: tuple[str, Position] | None = None  # the key whose value comes next
+    height: int = 1  # levels of nesting at and below this container, aliases expanded
     seen: dict[str, Position] = field(default_factory=dict)  # where each key was first written
+
+
+@dataclass
+class Budget:
+    """Values still allowed; one budget is shared by a spec and every file it extends."""
+
+    left: int = MAX_NODES
 
 
 class _Builder:
     """Turns one document's parse events into a ``Document``, enforcing the limits."""
 
-    def __init__(self, file: str | None):
+    def __init__(self, file: str | None, budget: Budget):
         self.file = file
         self.problems: list[Problem] = []
-        self.nodes = 0
+        self.budget = budget
         self.stack: list[_Open] = []
-        self.anchors: dict[str, tuple[Any, list[tuple[Loc, Position, bool]], int]] = {}
+        # anchor → (value, its positions relative to it, its size in values, its height)
+        self.anchors: dict[str, tuple[Any, list[tuple[Loc, Position, bool]], int, int]] = {}
         # (relative location, position, is-key) for every key and value, in file order
         self.log: list[tuple[Loc, Position, bool]] = []
         self.root: Any = None
@@ -128,8 +156,8 @@ class _Builder:
         return SpecError([*self.problems, self.at(event).problem(message, dotted(loc))])
 
     def count(self, event: events.Event, nodes: int, loc: Loc) -> None:
-        self.nodes += nodes
-        if self.nodes > MAX_NODES:
+        self.budget.left -= nodes
+        if self.budget.left < 0:
             raise self.fail(
                 event, f"more than {MAX_NODES:,} values (after expanding aliases); refusing to go on",
                 loc,
@@ -163,7 +191,7 @@ class _Builder:
             return
         self.problems.append(
             key_at.problem(
-                f"duplicate key {name!r} (first written at line {top.seen[name].line}); "
+                f"duplicate key {quoted(name)} (first written at line {top.seen[name].line}); "
                 "each key may appear once",
                 path=dotted((*top.loc, name)),
             )
@@ -175,29 +203,45 @@ class _Builder:
         top = self.stack[-1]
         if not isinstance(event, events.ScalarEvent):
             raise self.fail(event, "mapping keys must be plain strings, not lists or mappings", top.loc)
-        name = self.scalar(event, top.loc)
+        name = self.scalar(event, top.loc, is_key=True)
         if not isinstance(name, str):
-            raise self.fail(event, f"mapping keys must be strings, got {name!r} (quote it)", top.loc)
+            raise self.fail(event, f"mapping keys must be strings, got {quoted(name)} (quote it)", top.loc)
+        if len(name) > MAX_KEY:
+            raise self.fail(
+                event, f"a mapping key of {len(name):,} characters ({quoted(name, 40)}); "
+                f"keys are at most {MAX_KEY}", top.loc,
+            )
         where = self.at(event)
         self.log.append(((*top.loc, name), where, True))
         top.key = (name, where)
         top.seen.setdefault(name, where)
 
-    def scalar(self, event: events.ScalarEvent, loc: Loc) -> Any:
+    def scalar(self, event: events.ScalarEvent, loc: Loc, *, is_key: bool = False) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
             tag = _resolver.resolve(ScalarNode, event.value, event.implicit)
             if tag == f"{_TAG}str" and event.implicit[0] and _EXPONENT.match(event.value):
                 tag = f"{_TAG}float"  # JSON's and YAML 1.2's 1e12; YAML 1.1 would keep the text
+            if tag == f"{_TAG}str" and event.implicit[0] and _OCTAL_12.match(event.value):
+                return self.integer(event, int(event.value[2:], 8), loc)  # YAML 1.2's 0o17
+            if event.implicit[0] and not _same_in_12(tag, event.value):
+                raise self.fail(event, _ambiguous(event.value, tag, is_key), loc)
         if tag == _TIMESTAMP:
             return event.value
+        if tag == f"{_TAG}int" and len(event.value.replace("_", "").lstrip("+-0")) > 20:
+            raise self.fail(event, _too_large(event.value), loc)  # before Python parses 10**4300
         if tag not in _SCALAR_TAGS:
             raise self.fail(event, f"tag {_shown(tag)} is not allowed: a spec holds plain data only", loc)
         try:
-            return _construct.yaml_constructors[tag](_construct, ScalarNode(tag, event.value))
+            value = _construct.yaml_constructors[tag](_construct, ScalarNode(tag, event.value))
         except (yaml.YAMLError, ValueError):
-            shown = event.value if len(event.value) <= 40 else event.value[:39] + "…"
-            raise self.fail(event, f"{shown!r} is not a valid {_shown(tag)}", loc) from None
+            raise self.fail(event, f"{quoted(event.value)} is not a valid {_shown(tag)}", loc) from None
+        return self.integer(event, value, loc) if tag == f"{_TAG}int" else value
+
+    def integer(self, event: events.ScalarEvent, value: int, loc: Loc) -> int:
+        if abs(value) > MAX_INTEGER:
+            raise self.fail(event, _too_large(event.value), loc)
+        return value
 
     def feed(self, event: events.Event) -> None:
         if isinstance(event, (events.StreamStartEvent, events.StreamEndEvent,
@@ -207,6 +251,8 @@ class _Builder:
             closed = self.stack.pop()
             if closed.anchor is not None:
                 self.remember(closed)
+            if self.stack:
+                self.stack[-1].height = max(self.stack[-1].height, closed.height + 1)
             self.add(closed.value)
             return
         if self.done:
@@ -224,7 +270,7 @@ class _Builder:
         if isinstance(event, events.ScalarEvent):
             value = self.scalar(event, loc)
             if event.anchor is not None:
-                self.anchors[event.anchor] = (value, [((), where, False)], 1)
+                self.anchors[event.anchor] = (value, [((), where, False)], 1, 0)
             self.add(value)
             return
         if event.tag is not None and event.tag not in _CONTAINER_TAGS and event.tag != "!":
@@ -244,13 +290,19 @@ class _Builder:
         base = len(closed.loc)
         relative = [(loc[base:], where, is_key) for loc, where, is_key in entries]
         size = sum(1 for _, _, is_key in entries if not is_key)
-        self.anchors[closed.anchor] = (closed.value, relative, size)
+        self.anchors[closed.anchor] = (closed.value, relative, size, closed.height)
 
     def alias(self, event: events.AliasEvent, loc: Loc) -> None:
         if event.anchor not in self.anchors:
             raise self.fail(event, f"alias *{event.anchor} refers to an anchor not yet complete", loc)
-        value, relative, size = self.anchors[event.anchor]
+        value, relative, size, height = self.anchors[event.anchor]
         self.count(event, size, loc)
+        if len(self.stack) + height > MAX_DEPTH:  # checked before deepcopy recurses into it
+            raise self.fail(
+                event, f"nested more than {MAX_DEPTH} levels deep (through alias *{event.anchor})", loc
+            )
+        if self.stack:
+            self.stack[-1].height = max(self.stack[-1].height, height + 1)
         where = self.at(event)
         self.log.append((loc, where, False))
         self.log.extend(((*loc, *rel), where, is_key) for rel, _, is_key in relative[1:])
@@ -265,8 +317,51 @@ class _Builder:
         return doc
 
 
+def _same_in_12(tag: str, text: str) -> bool:
+    """Whether YAML 1.2's core schema reads the plain scalar ``text`` as PyYAML's ``tag`` too."""
+    if tag == f"{_TAG}bool":
+        return text in _BOOL_12
+    if tag == f"{_TAG}int":
+        return bool(_INT_12.match(text)) and not re.match(r"^[-+]?0[0-9]", text)
+    if tag == f"{_TAG}float":
+        return bool(_FLOAT_12.match(text))
+    return True
+
+
+def _ambiguous(text: str, tag: str, is_key: bool) -> str:
+    """Why a plain scalar that YAML 1.1 and 1.2 read differently is refused, and what to write."""
+    try:
+        old = _construct.yaml_constructors[tag](_construct, ScalarNode(tag, text))
+    except (yaml.YAMLError, ValueError):
+        old = None
+    old_shown = str(old).lower() if isinstance(old, bool) else quoted(old)
+    new = int(text, 10) if _INT_12.match(text) and not text.startswith("0x") else None
+    new_shown = quoted(text) + " as text" if new is None else str(new)
+    if is_key:
+        fix = "quote it"
+    elif new is not None:
+        fix = f"write {old} or {new} without the leading zero (0o{old:o} is octal)"
+    else:
+        fix = f"write {old_shown}, or quote it for text"
+    return (f"ambiguous value {quoted(text)}: YAML 1.1 reads {old_shown}, "
+            f"YAML 1.2 reads {new_shown}; {fix}")
+
+
+def _kind_of_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a string" if isinstance(value, str) else "a number"
+
+
+def _too_large(text: str) -> str:
+    return f"integer {quoted(text, 40)} is out of range: a spec's integers are at most 2**53 in size"
+
+
 def _shown(tag: str) -> str:
-    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    shown = "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    return shown if len(shown) <= 60 else shown[:59] + "…"
 
 
 def _code(character: str | int) -> int:
@@ -278,13 +373,23 @@ def _line_column(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
-def parse_text(text: str, file: str | None = None) -> Document:
+def parse_text(
+    text: str, file: str | None = None, *, budget: Budget | None = None, is_json: bool = False
+) -> Document:
     """Parse YAML or JSON text into a ``Document``.
+
+    Args:
+        text: the spec's text.
+        file: how errors name it.
+        budget: values allowed, shared with the other files of an ``extends`` chain.
+        is_json: the text is JSON: its syntax is checked by JSON's rules first.
 
     Raises:
         SpecError: a syntax error, a forbidden tag, a duplicate key, or a limit exceeded.
     """
-    builder = _Builder(file)
+    if is_json:
+        _check_json(text, file)
+    builder = _Builder(file, Budget() if budget is None else budget)
     try:
         for event in yaml.parse(text, Loader=_Parser):
             builder.feed(event)
@@ -305,6 +410,22 @@ def parse_text(text: str, file: str | None = None) -> Document:
     return builder.document()
 
 
+def _check_json(text: str, file: str | None) -> None:
+    """Refuse what JSON's grammar refuses (a trailing comma, single quotes), located."""
+    try:
+        json.loads(text, parse_int=len, parse_float=len, parse_constant=len)
+    except json.JSONDecodeError as error:
+        where = Position(file, error.lineno, error.colno)
+        raise SpecError(where.problem(f"JSON syntax: {error.msg}")) from None
+    except (RecursionError, ValueError):
+        pass  # too deep for Python's parser: the reader below reports the nesting limit
+
+
+def kind_of(mode: int) -> str | None:
+    """What a non-regular file is (``a FIFO (named pipe)``), or ``None`` for a regular file."""
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
 def read_bytes(path: Path, shown: str) -> bytes:
     """The contents of a regular file of at most ``MAX_BYTES``.
 
@@ -312,11 +433,15 @@ def read_bytes(path: Path, shown: str) -> bytes:
         SpecError: the file is missing, unreadable, not a regular file, or too large.
     """
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        kind = kind_of(path.stat().st_mode)  # by kind, before anything is opened
+        if kind is not None:
             raise SpecError(Problem(f"cannot read spec: {kind}", file=shown))
-        with path.open("rb") as stream:
+        # O_NONBLOCK: a FIFO swapped in after the check cannot block the open.
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(handle, "rb") as stream:
+            kind = kind_of(os.fstat(stream.fileno()).st_mode)
+            if kind is not None:
+                raise SpecError(Problem(f"cannot read spec: {kind}", file=shown))
             content = stream.read(MAX_BYTES + 1)
     except OSError as error:
         reason = error.strerror or os.strerror(error.errno or 0)
@@ -342,22 +467,24 @@ def decode(content: bytes, shown: str) -> str:
         ) from None
 
 
-def read_document(path: Path, shown: str | None = None) -> Document:
+def read_document(path: Path, shown: str | None = None, *, budget: Budget | None = None) -> Document:
     """Read and parse a YAML/JSON spec file whose top level is a mapping.
 
     Args:
         path: the file to read.
         shown: how errors name the file (defaults to ``str(path)``).
+        budget: values allowed, shared with the other files of an ``extends`` chain.
 
     Raises:
         SpecError: the file cannot be read or parsed, or is not a mapping.
     """
     shown = str(path) if shown is None else shown
-    document = parse_text(decode(read_bytes(path, shown), shown), shown)
+    text = decode(read_bytes(path, shown), shown)
+    document = parse_text(text, shown, budget=budget, is_json=path.suffix.lower() == ".json")
     if document.data is None:
         raise SpecError(Position(shown, 1, 1).problem("the spec is empty; it must be a mapping"))
     if not isinstance(document.data, dict):
-        kind = "a list" if isinstance(document.data, list) else f"{document.data!r}"
+        kind = _kind_of_value(document.data)  # not the value: a base may be any file
         where = document.values.get((), Position(shown, 1, 1))
         raise SpecError(where.problem(f"a spec must be a mapping at the top level, got {kind}"))
     return document
