@@ -30,9 +30,15 @@ MAX_PROBLEMS = 50
 
 
 def load_document(
-    source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    allow_extends_outside: bool = False,
 ) -> Document:
     """The spec data after ``extends`` and overrides, with the position of every value.
+
+    ``allow_extends_outside`` lets ``extends`` read a base outside the spec's folder
+    and the working directory (``--allow-extends-outside``; see docs/security.md).
 
     Raises:
         SpecError: a file cannot be read or parsed, or an override does not apply.
@@ -42,7 +48,8 @@ def load_document(
     if isinstance(source, Mapping):
         document, file = Document(copy.deepcopy(dict(source))), None
     else:
-        document, file = resolve(Path(source), str(source)), str(source)
+        document = resolve(Path(source), str(source), allow_outside=allow_extends_outside)
+        file = str(source)
     for assignment in overrides:
         apply_override(document, assignment, file)
     return document
@@ -134,7 +141,12 @@ def _passes(data: dict[str, Any]) -> bool:
     return True
 
 
-def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Spec:
+def load_spec(
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    allow_extends_outside: bool = False,
+) -> Spec:
     """Load and validate a spec from a YAML/JSON file or a mapping.
 
     Args:
@@ -142,6 +154,8 @@ def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] =
         overrides: ``PATH=VALUE`` assignments applied after ``extends`` and before
             validation (``head.num_classes=10``, ``body[2].num_layers=32``); a single
             string is one assignment.
+        allow_extends_outside: let ``extends`` read a base outside the spec's folder and
+            the working directory.
 
     Returns:
         The validated spec, with every dense block's defaults filled in.
@@ -150,7 +164,7 @@ def load_spec(source: str | Path | Mapping[str, Any], overrides: Iterable[str] =
         SpecError: the file cannot be read or parsed, an override does not apply,
             or the spec is invalid; every problem carries its file, line and path.
     """
-    return validate(load_document(source, overrides))
+    return validate(load_document(source, overrides, allow_extends_outside=allow_extends_outside))
 
 
 @contextlib.contextmanager
