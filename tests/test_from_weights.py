@@ -452,7 +452,8 @@ def test_cli_writes_a_spec_that_builds_with_the_checkpoint(tmp_path):
                                  "--set", "input.depth=32", "--set", "input.height=32", "--set", "input.width=32"])
     assert built.exit_code == 0, built.output
     # MONAI's DenseNet121(spatial_dims=3, in_channels=1, out_channels=2): 11,244,674 parameters
-    assert built.output == "monai: 11,244,674 parameters, input (1, 1, 32, 32, 32) -> output (1, 2)\n"
+    assert built.output == (f"loaded {checkpoint}: 727 tensors, 11,244,674 parameters\n"
+                            "monai: 11,244,674 parameters, input (1, 1, 32, 32, 32) -> output (1, 2)\n")
 
 
 def test_cli_refusal_is_one_line_exit_2_and_writes_nothing(tmp_path):
