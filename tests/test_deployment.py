@@ -505,12 +505,12 @@ def test_cli_int8_export_prints_the_check(tutorial, tmp_path):
                          f"max error ≤ 0.1 of the largest output, top-1 agreement ≥ 90% on the calibration inputs, "
                          f"inputs calibration array {tutorial.folder / 'calibration.npy'} (16 inputs) and seeded "
                          f"uniform in [0, 1):")
-    calibration, batch1, batch4, smaller, speed, *words = lines[header + 1:]
+    # Not the 72×60 case: int8 is checked at the size its ranges were calibrated at.
+    calibration, batch1, batch4, speed, *words = lines[header + 1:]
     assert calibration.startswith("  calibration (16 inputs) (16, 1, 96, 96): max error ")
     assert calibration.endswith("top-1 agreement 100.0% (ok)")
     assert batch1.startswith("  batch 1 (1, 1, 96, 96): max error ") and batch1.endswith(" (ok)")
     assert batch4.startswith("  batch 4 (4, 1, 96, 96): max error ") and batch4.endswith(" (ok)")
-    assert smaller.startswith("  batch 4 at 72×60 (4, 1, 72, 60): max error ") and smaller.endswith(" (ok)")
     support = int8_dot_product()
     target = "" if support == "unknown" or support.startswith("none") else ", target ≤ 0.9×"
     assert re.fullmatch(rf"int8 latency on CPUExecutionProvider: batch 4 [0-9.]+ ms, fp32 [0-9.]+ ms: [0-9.]+× "
