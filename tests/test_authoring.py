@@ -120,6 +120,45 @@ def test_override_errors_name_the_override() -> None:
                       "a spec holds plain data only (set by --set head.num_classes=!!python/name:os.system)"]
 
 
+
+def test_an_override_that_creates_a_field_is_blamed_on_the_option() -> None:
+    # The mapping `nonexistent` exists only because the override made it: no line of the spec wrote it.
+    code, _, errors = _validate(str(TUTORIAL), "--set", "nonexistent.x=1")
+    assert code == 2
+    assert errors == [f"{TUTORIAL}: nonexistent: unknown field 'nonexistent'; expected one of: archspec, body, "
+                      "defaults, description, head, input, name, outputs, preprocess, stem "
+                      "(set by --set nonexistent.x=1)"]
+
+
+def test_an_override_with_control_characters_is_one_escaped_line() -> None:
+    code, _, errors = _validate(str(TUTORIAL), "--set", "head.num_classes=1\nx.yaml: ok\x1b[2J")
+    assert code == 2
+    assert errors == [f"{TUTORIAL}: head.num_classes: character U+001B is not allowed in a spec (control "
+                      "characters are not allowed) (set by --set head.num_classes=1\\nx.yaml: ok\\x1b[2J)"]
+    long_index = "body[" + "9" * 5000 + "].num_layers=1"  # past Python's 4,300-digit int limit
+    code, _, errors = _validate(str(TUTORIAL), "--set", long_index)
+    assert code == 2
+    assert errors == [f"{TUTORIAL}: PATH of 5,017 characters; at most 200 (set by --set {long_index[:79]}…)"]
+
+
+def test_extends_chain_positions_come_from_the_file_that_last_wrote_them(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("stem: {type: conv_stem, out_channels: 8}\nbody: [{num_layers: 1}, {x: 2}]\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nbody: [{num_layers: 3}]\n")
+    (tmp_path / "c.yaml").write_text("extends: b.yaml\nstem: {out_channels: 16}\n")
+    document = load_document(tmp_path / "c.yaml")
+    assert document.data == {"stem": {"type": "conv_stem", "out_channels": 16}, "body": [{"num_layers": 3}]}
+    where = {loc: (Path(p.file).name, p.line, p.column) for loc, p in document.values.items()}
+    assert where == {
+        (): ("c.yaml", 1, 1),  # the top file's mapping
+        ("stem",): ("c.yaml", 2, 7),
+        ("stem", "out_channels"): ("c.yaml", 2, 22),
+        ("stem", "type"): ("a.yaml", 1, 14),
+        ("body",): ("b.yaml", 2, 7),
+        ("body", 0): ("b.yaml", 2, 8),
+        ("body", 0, "num_layers"): ("b.yaml", 2, 21),  # a.yaml's body and its item [1] are gone
+    }
+
+
 def test_build_print_spec_round_trips() -> None:
     result = CliRunner().invoke(main, ["build", str(ROOT / "specs" / "densenet169.yaml"), "--print-spec",
                                        "--set", "head.num_classes=10"])

@@ -1,4 +1,5 @@
-"""Random text and bytes fed to the loader raise SpecError and nothing else.
+"""Random text and bytes fed to the loader raise SpecError and nothing else, and every
+problem prints as one line of printable characters (nothing that moves a terminal's cursor).
 
 CI runs ARCHSPEC_FUZZ_LOADER_EXAMPLES (default 300) examples per property; for a
 long run: ``ARCHSPEC_FUZZ_LOADER_EXAMPLES=100000 pytest tests/test_fuzz_loader.py``.
@@ -29,6 +30,7 @@ def _loads_or_spec_error(path: Path) -> None:
         archspec.load_spec(path)
     except archspec.SpecError as error:
         assert error.problems and all(p.message for p in error.problems)
+        assert all(str(p).isprintable() for p in error.problems), [str(p) for p in error.problems]
 
 
 @FUZZ
@@ -42,7 +44,15 @@ def test_random_bytes(tmp_path: Path, content: bytes) -> None:
 @FUZZ
 @given(text=st.one_of(YAMLISH, st.text(max_size=200)))
 def test_random_text(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "fuzz.json"
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8")
+    _loads_or_spec_error(path)
+
+
+@FUZZ
+@given(text=st.one_of(YAMLISH, st.text(alphabet=string.printable + '{}[]:,"\\', max_size=200)))
+def test_random_text_as_json(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "fuzz.json"  # checked by JSON's grammar first, then by the reader
     path.write_text(text, encoding="utf-8")
     _loads_or_spec_error(path)
 
@@ -54,3 +64,4 @@ def test_random_text_as_override_value(text: str) -> None:
         parse_text(text, "--set")
     except archspec.SpecError as error:
         assert error.file == "--set" and error.line is not None
+        assert all(str(p).isprintable() for p in error.problems)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import resource
 import sys
@@ -22,7 +23,10 @@ from click.testing import CliRunner
 
 import archspec
 from archspec.cli import main
-from archspec.errors import printable
+from archspec.errors import Problem, printable, quoted
+from archspec.format.load import load_document
+from archspec.format.sizes import format_bytes, parse_bytes
+from archspec.format.yaml_source import parse_text
 from archspec.format.yaml_source import MAX_BYTES
 from tests import bounded
 from tests.conftest import ROOT, run_cli
@@ -147,3 +151,110 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert str(caught.value) == f"{secret}: cannot read spec: Permission denied"
     result = CliRunner().invoke(main, ["validate", str(secret)])
     assert (result.exit_code, result.stderr) == (2, f"{secret}: cannot read spec: Permission denied\n")
+
+
+# Plain values as YAML 1.2 reads them; a value YAML 1.1 reads otherwise is refused (docs/security.md).
+@pytest.mark.parametrize(("text", "value"), [
+    ("0o17", 15), ("0x1F", 31), ("-12", -12), ("1e3", 1000.0), ("1.5", 1.5), (".inf", float("inf")),
+    ("true", True), ("False", False), ("~", None), ("null", None), ("'yes'", "yes"), ("'1:30'", "1:30"),
+    ("2024-01-02", "2024-01-02"), (str(2**53), 2**53), (str(-(2**53)), -(2**53)),
+])
+def test_plain_values_read_as_yaml_1_2(text: str, value: object) -> None:
+    assert parse_text(f"x: {text}").data == {"x": value}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("1:30", "ambiguous value '1:30': YAML 1.1 reads 90, YAML 1.2 reads '1:30' as text; "
+             "write 90, or quote it for text"),
+    ("yes", "ambiguous value 'yes': YAML 1.1 reads true, YAML 1.2 reads 'yes' as text; "
+            "write true, or quote it for text"),
+    ("OFF", "ambiguous value 'OFF': YAML 1.1 reads false, YAML 1.2 reads 'OFF' as text; "
+            "write false, or quote it for text"),
+    ("017", "ambiguous value '017': YAML 1.1 reads 15, YAML 1.2 reads 17; "
+            "write 15 or 17 without the leading zero (0o17 is octal)"),
+    ("0b11", "ambiguous value '0b11': YAML 1.1 reads 3, YAML 1.2 reads '0b11' as text; "
+             "write 3, or quote it for text"),
+    ("1_000.5", "ambiguous value '1_000.5': YAML 1.1 reads 1000.5, YAML 1.2 reads '1_000.5' as text; "
+                "write 1000.5, or quote it for text"),
+    (str(2**53 + 1), "integer '9007199254740993' is out of range: a spec's integers are at most 2**53 in size"),
+    ("9" * 5000, "integer '999999999999999999999999999999999999999…' is out of range: "
+                 "a spec's integers are at most 2**53 in size"),
+])
+def test_yaml_1_1_readings_are_refused(text: str, message: str) -> None:
+    with pytest.raises(archspec.SpecError) as caught:
+        parse_text(f"x: {text}", "f.yaml")
+    assert str(caught.value) == f"f.yaml:1:4: x: {message}"
+
+
+def test_aliases_nested_past_the_limit_are_refused_before_they_are_copied() -> None:
+    # 40 anchors, each holding the one before 30 levels down: 1,200 levels once expanded, which
+    # copy.deepcopy cannot even recurse into (RecursionError); no anchor alone is over 32 levels.
+    lines = ["a0: &a0 " + "[" * 30 + "x" + "]" * 30]
+    lines += [f"a{i}: &a{i} " + "[" * 30 + f"*a{i - 1}" + "]" * 30 for i in range(1, 40)]
+    with pytest.raises(archspec.SpecError) as caught:
+        parse_text("\n".join(lines), "deep.yaml")
+    assert str(caught.value) == (
+        "deep.yaml:2:39: a1[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]"
+        "[0][0][0][0][0]: nested more than 32 levels deep (through alias *a0)")
+
+
+def test_json_syntax_is_reported_as_json_with_its_position(tmp_path: Path) -> None:
+    spec = tmp_path / "s.json"
+    spec.write_text('{"archspec": 1,\n  "name": "x",\n}\n', encoding="utf-8")
+    with pytest.raises(archspec.SpecError) as caught:
+        archspec.load_spec(spec)
+    assert str(caught.value) == f"{spec}:3:1: JSON syntax: Expecting property name enclosed in double quotes"
+    spec.with_suffix(".yaml").write_text(spec.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(archspec.SpecError) as caught:  # the same text is YAML's to judge in a .yaml
+        archspec.load_spec(spec.with_suffix(".yaml"))
+    assert "JSON" not in str(caught.value)
+
+
+def test_extends_stays_in_the_spec_folder_and_working_directory(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "base.yaml").write_text("name: base\n", encoding="utf-8")
+    (project / "spec.yaml").write_text("extends: ../elsewhere/base.yaml\n", encoding="utf-8")
+    monkeypatch.chdir(project)
+    with pytest.raises(archspec.SpecError) as caught:
+        load_document("spec.yaml")
+    assert caught.value.message == ("base spec '../elsewhere/base.yaml' is outside the spec's folder and the "
+                                    "working directory; pass --allow-extends-outside to read it")
+    allowed = load_document("spec.yaml", allow_extends_outside=True)
+    assert allowed.data == {"name": "base"}
+    monkeypatch.chdir(tmp_path)  # the working directory holds both
+    assert load_document(project / "spec.yaml").data == {"name": "base"}
+
+
+def test_extends_refuses_a_fifo_by_kind_without_opening_it(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it for reading would wait for a writer forever
+    (tmp_path / "spec.yaml").write_text("extends: pipe.yaml\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for path in ("spec.yaml", "pipe.yaml"):
+        with pytest.raises(archspec.SpecError) as caught:
+            archspec.load_spec(path)
+        assert caught.value.message in ("cannot read base spec 'pipe.yaml': a FIFO (named pipe)",
+                                        "cannot read spec: a FIFO (named pipe)")
+
+
+def test_errors_are_one_printable_line() -> None:
+    problem = Problem("unknown field 'a\nx.yaml: ok'", path="defaults.\x1b[2J", file="x\n.yaml", line=1, column=2)
+    assert str(problem) == "x\\n.yaml:1:2: defaults.\\x1b[2J: unknown field 'a\\nx.yaml: ok'"
+    assert quoted("k" * 500) == "'" + "k" * 79 + "…'"
+    assert quoted(10**5000) == "an integer of about 5,000 digits"
+
+
+def test_sizes_are_bounded_before_arithmetic() -> None:
+    assert format_bytes(10**400) == "more than 10^399 B"  # float(10**400) overflows
+    assert format_bytes(3 * 1024**5) == "3.00 PiB"
+    for text, message in [("0.0000001", "'0.0000001' is less than one byte"),
+                          ("9" * 400 + "GiB", "expected a memory size such as 4GiB or 512MiB, got '"
+                           + "9" * 79 + "…'"),
+                          ("2000000YiB", "expected a memory size such as 4GiB or 512MiB, got '2000000YiB'"),
+                          ("99999999999999TiB", "'99999999999999TiB' is more than 2**80 bytes")]:
+        with pytest.raises(archspec.SpecError) as caught:
+            parse_bytes(text, option="--memory")
+        assert str(caught.value) == f"--memory: {message}"

@@ -34,7 +34,7 @@ def parse_bytes(text: str, *, option: str) -> int:
     if size < 1:
         raise SpecError(Problem(f"{quoted(text)} is less than one byte", option=option))
     if size > MAX_BYTES:
-        raise SpecError(Problem(f"{quoted(text)} is more than {format_bytes(MAX_BYTES)}", option=option))
+        raise SpecError(Problem(f"{quoted(text)} is more than 2**80 bytes", option=option))
     return size
 
 
