@@ -24,6 +24,7 @@ from click.testing import CliRunner
 import archspec
 from archspec.cli import main
 from archspec.errors import Problem, printable, quoted
+from archspec.format.guard import check_resources
 from archspec.format.load import load_document
 from archspec.format.sizes import format_bytes, parse_bytes
 from archspec.format.yaml_source import parse_text
@@ -258,3 +259,11 @@ def test_sizes_are_bounded_before_arithmetic() -> None:
         with pytest.raises(archspec.SpecError) as caught:
             parse_bytes(text, option="--memory")
         assert str(caught.value) == f"--memory: {message}"
+
+
+def test_batch_size_is_bounded_before_arithmetic() -> None:
+    spec = archspec.load_spec(ROOT / "specs" / "tutorial.yaml")
+    for batch, shown in [(10**400, "an integer of about 400 digits"), (2**31 + 1, "2147483649"), (0, "0")]:
+        with pytest.raises(archspec.SpecError) as caught:
+            check_resources(spec, batch_size=batch)
+        assert str(caught.value) == f"--batch-size: must be between 1 and 2**31, got {shown}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from archspec.errors import Problem, SpecError
+from archspec.errors import Problem, SpecError, quoted
 from archspec.format.memory import BYTES_PER_VALUE, forward_activation_bytes
 from archspec.format.sizes import format_bytes
 from archspec.format.schema import Spec
@@ -17,6 +17,9 @@ from archspec.format.shapes import StaticPass, static_pass
 
 DEFAULT_MAX_PARAMS = 2_000_000_000
 """More parameters than this (8 GB of float32 weights) is refused unless ``--max-params`` allows it."""
+MAX_BATCH = 2**31
+"""Largest batch checked (an option, bounded before any arithmetic on it): a batch this size
+of the smallest network is already past any machine's memory."""
 
 
 def machine_memory() -> int | None:
@@ -52,6 +55,8 @@ def check_resources(
         SpecError: one problem per limit exceeded, with the numbers and the flag that
             raises the limit.
     """
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise SpecError(Problem(f"must be between 1 and 2**31, got {quoted(batch_size)}", option="--batch-size"))
     result = result or static_pass(spec)
     problems = []
     if result.params > max_params:
