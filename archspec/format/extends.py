@@ -53,7 +53,11 @@ def resolve(path: Path, shown: str | None = None, *, allow_outside: bool = False
 
 def _roots(path: Path) -> tuple[str, ...]:
     """The folders a base may lie in: the spec's own folder tree and the working directory's."""
-    return tuple({os.path.realpath(path.parent), os.path.realpath(os.getcwd())})
+    try:
+        here = os.getcwd()
+    except OSError:  # the working directory was removed: the spec's folder alone
+        here = str(path.parent)
+    return tuple({os.path.realpath(path.parent), os.path.realpath(here)})
 
 
 def _inside(real: str, roots: tuple[str, ...]) -> bool:
