@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from archspec.errors import Problem, RunError, SpecError
+from archspec.exporters.formats.registry import FORMAT_NAMES as EXPORT_FORMATS
 from archspec.exporters.report import FP32_TOLERANCE, ExportReport, Tolerance, VerificationError
 from archspec.format.dump import spec_yaml
 from archspec.format.guard import DEFAULT_MAX_PARAMS, check_resources
@@ -28,6 +29,8 @@ from archspec.format.sizes import format_bytes, parse_bytes
 if TYPE_CHECKING:
     from torch import nn
 
+    from archspec.exporters.formats.benchmark import BenchmarkReport
+    from archspec.exporters.formats.report import FormatReport
     from archspec.memory_fit import Measurement, ModeFit
     from archspec.network import Backbone, DenseNet
 
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MAX_PARAMS",
+    "EXPORT_FORMATS",
     "FP32_TOLERANCE",
     "MODES",
     "OPTIMIZER_STATE",
@@ -49,11 +53,13 @@ __all__ = [
     "VerificationError",
     "__version__",
     "begin_command",
+    "benchmark",
     "build",
     "check_resources",
     "command_started",
     "diagram",
     "end_command",
+    "export",
     "export_onnx",
     "fit",
     "format_bytes",
@@ -410,6 +416,112 @@ def export_onnx(
             write_text(report, failure.report.to_json() + "\n")
         raise
     return done
+
+
+def export(
+    spec: SpecLike,
+    out: str | Path,
+    *,
+    format: str = "onnx",
+    overrides: tuple[str, ...] = (),
+    weights: str | Path | None = None,
+    precision: str = "fp32",
+    batch_size: int | None = None,
+    write_unverified: bool = False,
+    progress: Callable[[str], None] | None = None,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    max_memory: int | None = None,
+    report: str | Path | None = None,
+) -> ExportReport | FormatReport:
+    """Export a spec's network in a deployment format and prove the file in that format's runtime.
+
+    ``format="onnx"`` is ``export_onnx`` (its other options are there). The others
+    (``EXPORT_FORMATS``; docs/deployment.md): ``torch-export`` (``.pt2``), ``openvino`` (``.xml``
+    and ``.bin``), ``executorch`` (``.pte``), ``litert`` (``.tflite``), ``coreml``
+    (``.mlpackage.zip``), ``tensorrt`` (``.engine``). Each is run against PyTorch on ONNX's cases
+    that its shapes allow, again from seeded random norm state when the weights are fresh, and
+    judged by its largest error relative to the largest output; then written atomically.
+
+    Args:
+        spec: a validated ``Spec``, a path to a spec file, or a spec as a mapping.
+        out: the file to write (OpenVINO writes ``out`` with ``.bin`` beside it).
+        format: one of ``EXPORT_FORMATS``.
+        overrides: ``PATH=VALUE`` assignments applied before validation.
+        weights: a state dict file to load first; none means fresh weights.
+        precision: ``fp32``, or ``fp16`` where the format has it (ONNX: also ``int8``).
+        batch_size: the larger verification batch where the batch stays free (default 4), the
+            file's batch where the format fixes it (default 1).
+        write_unverified: write the file even where its runtime cannot run here (Core ML off
+            macOS); the report's ``not_run`` says why it was not run.
+        progress: called with a short description as each long step starts.
+        max_params: most parameters the resource guard allows.
+        max_memory: most bytes the parameters and a forward pass may take.
+        report: also write the report there as JSON (also when the verification fails).
+
+    Returns:
+        An ``ExportReport`` for ONNX, else a ``FormatReport`` (``to_json()``).
+
+    Raises:
+        SpecError: bad spec, weights or output path; an unknown format, a precision it lacks, an
+            input it cannot express (3D in LiteRT, at the spec's ``input``), its extra not
+            installed, or a runtime that cannot run here without ``write_unverified``.
+        RunError: the converter failed.
+        VerificationError: the file does not match PyTorch; nothing is written.
+    """
+    if format == "onnx":
+        return export_onnx(spec, out, overrides=overrides, weights=weights, precision=precision,
+                           batch_size=batch_size or 4, progress=progress, max_params=max_params,
+                           max_memory=max_memory, report=report)
+    from archspec.atomic import write_text
+    from archspec.exporters.formats.export import FormatOptions, export_format, settle
+    from archspec.exporters.formats.registry import check_expresses, get
+
+    resolved = _as_spec(spec, overrides)
+    options = FormatOptions(format, precision=precision, batch_size=batch_size, write_unverified=write_unverified)
+    result = static_pass(resolved)
+    with located_in(spec, overrides):  # an input the format cannot express, at the spec's `input`
+        check_expresses(get(format), len(result.input_shape) - 1)
+    fmt = settle(result, options)
+    inputs = _inputs(spec, ("weights file", weights))
+    check_resources(resolved, batch_size=options.batch(fmt), max_params=max_params, max_memory=max_memory)
+    try:
+        return export_format(resolved, out, options, weights=weights, inputs=inputs, report=report,
+                             progress=progress or (lambda _: None))
+    except VerificationError as failure:
+        if report is not None:  # the numbers of the failure; no file was written
+            write_text(report, failure.report.to_json() + "\n")
+        raise
+
+
+def benchmark(
+    spec: SpecLike,
+    *,
+    formats: tuple[str, ...] = (),
+    overrides: tuple[str, ...] = (),
+    weights: str | Path | None = None,
+    precision: str = "fp32",
+    batch_size: int = 4,
+    rounds: int = 5,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkReport:
+    """Write every format (or ``formats``) in a scratch folder, prove each, and time it here.
+
+    Returns:
+        A ``BenchmarkReport``: per format its precision, file size, largest error relative to
+        the largest output, and median milliseconds per batch at batch 1 and ``batch_size``;
+        formats that cannot run here are rows whose ``skipped`` says why.
+
+    Raises:
+        SpecError: bad spec or weights, or an unknown format.
+        VerificationError: a format's file does not match PyTorch.
+    """
+    from archspec.exporters.formats.benchmark import benchmark as run
+
+    resolved = _as_spec(spec, overrides)
+    _inputs(spec, ("weights file", weights))
+    check_resources(resolved, batch_size=max(batch_size, 2))
+    return run(resolved, formats=formats, precision=precision, batch_size=batch_size, weights=weights,
+               rounds=rounds, progress=progress or (lambda _: None))
 
 
 def begin_command() -> bool:

@@ -61,9 +61,9 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    from archspec.cli import build, diagram, export, fit, from_weights, schema, validate
+    from archspec.cli import benchmark, build, diagram, export, fit, from_weights, schema, validate
 
-    for module in (build, diagram, export, fit, from_weights, schema, validate):
+    for module in (benchmark, build, diagram, export, fit, from_weights, schema, validate):
         main.add_command(module.command)
 
 

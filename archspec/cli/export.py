@@ -72,8 +72,13 @@ def _echo_report(report: ExportReport) -> None:
 
 @click.command("export")
 @spec_argument
-@click.option("--onnx", "out", required=True, type=click.Path(), metavar="OUT",
+@click.option("--onnx", "out", type=click.Path(), metavar="OUT",
               help="Where to write the .onnx file (its directory must exist).")
+@click.option("--format", "format_name", type=click.Choice(archspec.EXPORT_FORMATS), default="onnx",
+              show_default=True, help="Deployment format (docs/deployment.md); each needs its extra.")
+@click.option("-o", "--output", type=click.Path(), metavar="OUT", help="Where to write the file, in any format.")
+@click.option("--write-unverified", is_flag=True,
+              help="Write a file whose runtime cannot run here (Core ML off macOS), unverified.")
 @click.option("--weights", type=click.Path(), metavar="FILE",
               help="State dict to load first: .pt/.pth (weights_only) or .safetensors.")
 @click.option("--opset", type=int, help="ONNX opset, written exactly: 13 up to the newest the installed onnx "
@@ -103,12 +108,25 @@ def _echo_report(report: ExportReport) -> None:
               "(pip install 'archspec[runtimes]').")
 @guard_options
 @overrides_option
-def command(spec: str, out: str, weights: str | None, opset: int | None, batch_size: int,
+def command(spec: str, out: str | None, format_name: str, output: str | None, write_unverified: bool, weights: str | None, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
             report_path: str | None, no_verify: bool, exporter: str, precision: str, calibration: str | None,
             io: str, bake_preprocess: bool, verify_with: str | None, max_params: int, max_memory: str | None,
             overrides: tuple[str, ...]) -> None:
-    """Export SPEC to an ONNX file and verify it under onnxruntime."""
+    """Export SPEC to an ONNX file (or --format) and verify it in its runtime."""
+    from archspec.cli.export_format import export_in_format, output_path
+
+    out = output_path(format_name, out, output)
+    if format_name != "onnx":
+        export_in_format(spec, out, format_name, weights=weights, precision=precision, write_unverified=write_unverified,
+                         batch_size=batch_size, report_path=report_path, max_params=max_params,
+                         max_memory=memory_limit(max_memory), overrides=overrides,
+                         onnx_only={"--opset": opset is not None, "--static": static, "--provider": provider != "auto",
+                                    "--rtol": rtol is not None, "--atol": atol is not None, "--no-verify": no_verify,
+                                    "--exporter": exporter != "archspec", "--calibration": calibration is not None,
+                                    "--io": io != "fp32", "--bake-preprocess": bake_preprocess,
+                                    "--verify-with": verify_with is not None})
+        return
     tolerance = Tolerance(
         rtol=FP32_TOLERANCE.rtol if rtol is None else rtol,
         atol=FP32_TOLERANCE.atol if atol is None else atol,
