@@ -101,7 +101,9 @@ def _inputs(spec: SpecLike | None, *paths: tuple[str, str | Path | None]) -> lis
         refuse_special_file(path, what)
     if not isinstance(spec, (str, Path)):  # a Spec or a mapping: no file
         return named
-    document = load_document(spec)  # the spec is valid by now: read again for where its values came from
+    # The spec loaded already, under the caller's rule for where bases may lie: read again for
+    # where its values came from (the same chain, so the rule need not be repeated).
+    document = load_document(spec, allow_extends_outside=True)
     files = {where.file for where in (*document.values.values(), *document.keys.values()) if where.file}
     return [("spec", spec), *(("extended spec", file) for file in sorted(files - {str(spec)})), *named]
 
