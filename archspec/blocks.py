@@ -84,8 +84,9 @@ def add_norm_act(layers: OrderedDict[str, nn.Module], width: int, kind: NormAct,
         layers[f"{_activation_name(kind)}{suffix}"] = activation
 
 
-def _project(in_width: int, out_width: int, *, dims: int, kernel: int, bias: bool, stride: int = 1,
-             padding: int | None = None) -> nn.Module:
+def projection(in_width: int, out_width: int, *, dims: int, kernel: int, bias: bool, stride: int = 1,
+               padding: int | None = None) -> nn.Module:
+    """A Linear map (``dims`` 0) or a convolution, padded to keep the size by default."""
     if dims == 0:
         return nn.Linear(in_width, out_width, bias=bias)
     padding = kernel // 2 if padding is None else padding
@@ -184,7 +185,7 @@ class DenseLayer(nn.Sequential):
             stages = (("1", in_width, bottleneck, 1), ("2", bottleneck, growth_rate, kernel_size))
         for suffix, fan_in, fan_out, kernel in stages:
             add_norm_act(layers, fan_in, norm_act, dims=dims, suffix=suffix)
-            layers[f"{op}{suffix}"] = _project(fan_in, fan_out, dims=dims, kernel=kernel, bias=bias)
+            layers[f"{op}{suffix}"] = projection(fan_in, fan_out, dims=dims, kernel=kernel, bias=bias)
         super().__init__(layers)
         self.growth_rate = growth_rate
         self.drop_rate = drop_rate
@@ -323,11 +324,12 @@ class DenseBlock(nn.ModuleDict):
     With ``memory_efficient`` (training with gradients only) the layers write into one
     shared buffer instead (``_SharedStorage``); eval and export take the plain path.
     ``gradient_is_exclusive``: what follows the block hands it a gradient tensor that nothing
-    else holds (true in a built DenseNet), so backward may accumulate into it in place.
+    else holds, so backward may accumulate into it in place. ``keep_input`` false: the output
+    is the layers' new features only (FC-DenseNet's bottleneck and up path).
     """
 
     def __init__(self, *, num_layers: int, in_width: int, growth_rate: int, memory_efficient: bool,
-                 gradient_is_exclusive: bool = False, **layer: object):
+                 gradient_is_exclusive: bool = False, keep_input: bool = True, **layer: object):
         super().__init__()
         for index in range(num_layers):
             self.add_module(
@@ -338,14 +340,16 @@ class DenseBlock(nn.ModuleDict):
         self.out_width = in_width + num_layers * growth_rate
         self.memory_efficient = memory_efficient
         self.gradient_is_exclusive = gradient_is_exclusive
+        self.keep_input = keep_input
 
     def forward(self, x: Tensor) -> Tensor:
         if self.memory_efficient and self.training and torch.is_grad_enabled():
-            return _SharedStorage.apply(self, x, *self.parameters())
+            out = _SharedStorage.apply(self, x, *self.parameters())
+            return out if self.keep_input else out[:, x.shape[1]:]  # a view: the buffer holds each map once
         features = [x]
         for layer in self.values():
             features.append(layer(features))
-        return torch.cat(features, 1)
+        return torch.cat(features if self.keep_input else features[1:], 1)
 
 
 def transition(
@@ -363,7 +367,7 @@ def transition(
     """Norm-act-projection (1×1 conv or linear), optional activation and dropout, optional pooling."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     add_norm_act(layers, in_width, norm_act, dims=dims, suffix="")
-    layers["conv" if dims else "linear"] = _project(in_width, out_width, dims=dims, kernel=1, bias=bias)
+    layers["conv" if dims else "linear"] = projection(in_width, out_width, dims=dims, kernel=1, bias=bias)
     after = activation_layer(post_activation)
     if after is not None:
         layers[f"{_activation_name(post_activation)}_out"] = after
@@ -394,7 +398,7 @@ def conv_stem(
     then ``pool0``: ``widths[0]`` input channels through ``widths[1:]``, the first conv strided."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for index, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
-        layers[f"conv{index}"] = _project(fan_in, fan_out, dims=dims, kernel=kernel_size, bias=bias,
+        layers[f"conv{index}"] = projection(fan_in, fan_out, dims=dims, kernel=kernel_size, bias=bias,
                                           stride=stride if index == 0 else 1, padding=padding)
         add_norm_act(layers, fan_out, norm_act, dims=dims, suffix=str(index))
     if pool != "none":
@@ -414,3 +418,72 @@ def mlp_stem(*, widths: list[int], activation: NormAct, bias: bool, drop_rate: f
         if drop_rate > 0:
             layers[f"drop{index}"] = nn.Dropout(drop_rate)
     return layers
+
+
+# ---- dense prediction: upsampling, skips, the U-Net decoder block ----------------------------
+
+_CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def upsampling(*, mode: str, in_width: int, out_width: int, dims: int, scale: int, kernel_size: int, padding: int,
+               bias: bool) -> nn.Module:
+    """A transposed convolution (stride ``scale``), or nearest or linear interpolation by ``scale``."""
+    if mode == "transposed":
+        return _CONV_TRANSPOSE[dims](in_width, out_width, kernel_size, stride=scale, padding=padding, bias=bias)
+    return nn.Upsample(scale_factor=scale, mode=_LINEAR_MODE[dims] if mode == "linear" else "nearest")
+
+
+def fitted(x: Tensor, sizes: torch.Size | tuple[int, ...], fit: str) -> Tensor:
+    """``x`` with its spatial sizes made ``sizes``: its centre cropped, or zero-padded evenly
+    (the odd row or column last); unchanged when they agree."""
+    if tuple(x.shape[2:]) == tuple(sizes):
+        return x
+    if fit == "crop":
+        starts = [(have - want) // 2 for have, want in zip(x.shape[2:], sizes)]
+        index = (slice(None), slice(None), *(slice(start, start + want) for start, want in zip(starts, sizes)))
+        return x[index]
+    pads: list[int] = []
+    for have, want in reversed(list(zip(x.shape[2:], sizes))):  # F.pad lists the last axis first
+        pads += [(want - have) // 2, want - have - (want - have) // 2]
+    return F.pad(x, pads)
+
+
+class Concat(nn.Module):
+    """``cat([x, skip])`` along channels, ``x`` first fitted to the skip's size (``crop``/``pad``)."""
+
+    def __init__(self, *, fit: str):
+        super().__init__()
+        self.fit = fit
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return torch.cat([fitted(x, skip.shape[2:], self.fit), skip], 1)
+
+
+class UNetBlock(nn.Module):
+    """segmentation-models-pytorch's decoder block: interpolate to the skip's size (or by
+    ``scale``), concatenate the skip, then ``conv1`` and ``conv2`` (convolution, norm, activation)."""
+
+    def __init__(self, *, in_width: int, skip_width: int, out_width: int, dims: int, kernel_size: int, mode: str,
+                 scale: int, norm_act: NormAct):
+        super().__init__()
+        self.mode = _LINEAR_MODE[dims] if mode == "linear" else "nearest"
+        self.scale = scale
+        widths = (in_width + skip_width, out_width)
+        for index, fan_in in enumerate(widths, start=1):
+            layers: OrderedDict[str, nn.Module] = OrderedDict()
+            layers["0"] = projection(fan_in, out_width, dims=dims, kernel=kernel_size, bias=norm_act.norm == "none")
+            norm = norm_layer(out_width, norm_act, dims=dims)
+            if norm is not None:
+                layers["1"] = norm
+            activation = activation_layer(norm_act)
+            if activation is not None:
+                layers["2"] = activation
+            self.add_module(f"conv{index}", nn.Sequential(layers))
+
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+        if skip is None:
+            x = F.interpolate(x, scale_factor=self.scale, mode=self.mode)
+        else:
+            x = torch.cat([F.interpolate(x, size=skip.shape[2:], mode=self.mode), skip], 1)
+        return self.conv2(self.conv1(x))

@@ -17,13 +17,19 @@ from torch import nn
 from archspec import blocks
 from archspec.format.parts import (
     ClassifierHead,
+    Concat,
     ConvStem,
     DeepStem,
     DenseBlock,
+    HeadPart,
     MLPStem,
+    NormPart,
     RegressorHead,
+    SegmentationHead,
     StagePart,
     Transition,
+    TransitionUp,
+    UNetBlock,
 )
 from archspec.format.parts.base import spatial_dims
 from archspec.format.parts.vocabulary import Activation, activation_name, negative_slope, norm_groups, norm_name
@@ -111,8 +117,8 @@ def _dense_block(stage: Stage, block: DenseBlock, assembly: _Assembly) -> None:
         bn_size=block.bn_size,
         drop_rate=block.drop_rate,
         memory_efficient=block.memory_efficient,
-        # Read once, by a part that starts with a norm, conv, pool or Linear: nothing else holds its gradient.
-        gradient_is_exclusive=stage.readers == 1,
+        gradient_is_exclusive=stage.exclusive_gradient,
+        keep_input=block.output == "all",
         bias=block.bias,
         dims=spatial_dims(stage.in_shape),
         kernel_size=block.kernel,
@@ -139,21 +145,25 @@ def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
     assembly.points["activation"] = f"features.{name}.{activated[-1]}" if activated else before
 
 
-def _head(stage: Stage, head: ClassifierHead | RegressorHead, assembly: _Assembly, name: str) -> None:
+def _head(stage: Stage, head: HeadPart, assembly: _Assembly, name: str) -> None:
     width = stage.in_shape[0]
     kind = _norm_act(head)
     norm = blocks.norm_layer(width, kind, dims=spatial_dims(stage.in_shape))
     if norm is not None:
         # torchvision, timm and MONAI all call the head's norm `features.norm5`, whatever
         # the number of blocks (a deep stem's norms stop at norm4: see deep_stem.MAX_CONVS).
-        assembly.features["norm5"] = norm
+        assembly.features[_norm_name(stage)] = norm
     assembly.points["norm"] = assembly.last()
+    dims = spatial_dims(stage.in_shape)
+    pools = head.pools
     assembly.output = Output(
         name=name,
-        linear=nn.Linear(width, stage.out_shape[0]),
+        layer=nn.Linear(width, stage.out_shape[0]) if pools else blocks.projection(
+            width, stage.out_shape[0], dims=dims, kernel=head.kernel_size, bias=True),
+        in_features=width,
         activation=blocks.activation_layer(kind, in_place=False),
-        pool=head.pool,
-        drop_rate=head.drop_rate,
+        pool=head.pool if pools else None,
+        drop_rate=head.drop_rate if pools else 0.0,
     )
     assembly.points["activation"] = "head_activation" if assembly.output.activation else assembly.points["norm"]
 
@@ -166,6 +176,46 @@ def _classifier(stage: Stage, head: ClassifierHead, assembly: _Assembly) -> None
 @register("regressor")
 def _regressor(stage: Stage, head: RegressorHead, assembly: _Assembly) -> None:
     _head(stage, head, assembly, "regressor")
+
+
+@register("segmentation")
+def _segmentation(stage: Stage, head: SegmentationHead, assembly: _Assembly) -> None:
+    _head(stage, head, assembly, "classifier")  # a per-position classifier
+
+
+def _norm_name(stage: Stage) -> str:
+    """``norm5`` for the first norm part or head norm (torchvision's final norm), then ``norm6``…"""
+    return f"norm{4 + stage.number}"
+
+
+@register("norm")
+def _norm(stage: Stage, part: NormPart, assembly: _Assembly) -> None:
+    dims = spatial_dims(stage.in_shape)
+    kind = _norm_act(part)
+    name = _norm_name(stage)
+    layers = [(name, blocks.norm_layer(stage.in_shape[0], kind, dims=dims)),
+              (name.replace("norm", "act"), blocks.activation_layer(kind))]
+    assembly.features.update((key, module) for key, module in layers if module is not None)
+
+
+@register("transition_up")
+def _transition_up(stage: Stage, part: TransitionUp, assembly: _Assembly) -> None:
+    assembly.features[f"transitionup{stage.number}"] = blocks.upsampling(
+        mode=part.mode, in_width=stage.in_shape[0], out_width=stage.out_shape[0], dims=spatial_dims(stage.in_shape),
+        scale=part.scale, kernel_size=part.kernel_size, padding=part.padding, bias=part.bias)
+
+
+@register("concat")
+def _concat(stage: Stage, part: Concat, assembly: _Assembly) -> None:
+    assembly.features[f"concat{stage.number}"] = blocks.Concat(fit=part.fit)
+
+
+@register("unet_block")
+def _unet_block(stage: Stage, part: UNetBlock, assembly: _Assembly) -> None:
+    assembly.features[f"decoderblock{stage.number}"] = blocks.UNetBlock(
+        in_width=stage.in_shape[0], skip_width=sum(skip[0] for skip in stage.skips), out_width=part.out_channels,
+        dims=spatial_dims(stage.in_shape), kernel_size=part.kernel_size, mode=part.mode, scale=part.scale,
+        norm_act=_norm_act(part))
 
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -188,6 +238,7 @@ def build_module(result: StaticPass) -> DenseNet:
     assembly = _Assembly(result)
     stage_modules: dict[str, tuple[str, ...]] = {}
     points: dict[tuple[str, str], str] = {}
+    reads: dict[str, tuple[str, ...]] = {}
     for stage in result.stages:
         before = set(assembly.features)
         FACTORIES[stage.kind](stage, stage.part, assembly)
@@ -196,6 +247,10 @@ def build_module(result: StaticPass) -> DenseNet:
         points.update({(stage.path, point): module for point, module in assembly.points.items()})
         points[stage.path, "output"] = names[-1] if names else assembly.last()
         assembly.points.clear()
+        if stage.reads:  # a part that reads skips is one module, called with them after its input
+            (name,) = names
+            reads[name.removeprefix("features.")] = tuple(points[read].removeprefix("features.")
+                                                          for read in stage.reads)
     assert assembly.output is not None, "the head's factory sets the output"
     stage_modules["head"] = (*stage_modules["head"], assembly.output.name)
     points["head", "output"] = assembly.output.name
@@ -205,7 +260,7 @@ def build_module(result: StaticPass) -> DenseNet:
                      for output in outputs)
 
     has_maps = len(result.input_shape) > 1
-    model = DenseNet(features=Features(assembly.features, tuple(assembly.recomputed)), output=assembly.output,
+    model = DenseNet(features=Features(assembly.features, tuple(assembly.recomputed), reads), output=assembly.output,
                      stage_modules=stage_modules, outputs=tapped(result.outputs) if result.named else (),
                      feature_taps=tapped(result.feature_maps()) if has_maps else ())
     _initialise(model)

@@ -151,6 +151,18 @@ def _return_freed_heap() -> None:
         pass
 
 
+def _loss(kind: str, out: Any, classes: int) -> Any:
+    """A training step's loss, by the head's declared ``loss``; named maps train with ``mse``."""
+    import torch
+    import torch.nn.functional as F
+
+    losses = {
+        "cross_entropy": lambda: F.cross_entropy(out, torch.randint(0, classes, (out.shape[0],), device=out.device)),
+        "mse": lambda: F.mse_loss(out, torch.randn_like(out)),
+    }
+    return losses[kind]()
+
+
 def _training_step(request: dict[str, Any]) -> dict[str, Any]:
     """Build, warm up, then measure one training step; runs in the child process."""
     import torch
@@ -172,11 +184,10 @@ def _training_step(request: dict[str, Any]) -> dict[str, Any]:
 
     def step(batch: int) -> None:
         x = torch.randn(batch, *result.input_shape, device=device)
-        out = model(x)  # (N, classes) or (N, targets)
-        if result.stages[-1].part.loss == "cross_entropy":
-            loss = F.cross_entropy(out, torch.randint(0, classes, (batch,), device=device))
-        else:
-            loss = F.mse_loss(out, torch.randn_like(out))
+        out = model(x)  # (N, classes) or (N, targets), or a mapping of named outputs
+        values = out.values() if isinstance(out, dict) else [out]
+        loss = sum(_loss(result.head.part.loss if (output.path, output.point) == ("head", "output") else "mse",
+                         value, classes) for output, value in zip(result.outputs, values))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -4,7 +4,7 @@ and the features-only backbone that returns maps taken at points of it."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,10 +24,12 @@ class Output:
 
     name: str
     """``classifier`` (torchvision's name) or ``regressor``."""
-    linear: nn.Linear
+    layer: nn.Module
+    """A Linear after global pooling, or a convolution over every position (segmentation)."""
+    in_features: int
     activation: nn.Module | None
-    pool: str
-    """``avg``, ``max`` or ``avg_max`` (their mean), over every spatial axis."""
+    pool: str | None
+    """``avg``, ``max`` or ``avg_max`` (their mean), over every spatial axis; ``None``: no pooling."""
     drop_rate: float
 
 
@@ -56,12 +58,14 @@ def global_pool(x: Tensor, kind: str) -> Tensor:
     return torch.flatten(pooled, 1)
 
 
-def _run(modules: nn.Module, x: Tensor, prefix: str, taps: Collection[str], recomputed: Collection[str],
-         captured: dict[str, Tensor]) -> Tensor:
-    """Run ``modules``' children in order, keeping the output of each one named in ``taps``.
+def _run(modules: nn.Module, x: Tensor, taps: Collection[str], recomputed: Collection[str],
+         captured: dict[str, Tensor], reads: Mapping[str, tuple[str, ...]]) -> Tensor:
+    """Run ``modules``' children in order, keeping the output of each module named in ``taps``.
 
-    A child holding a tap inside it is entered. Consecutive children named in ``recomputed``
-    keep only their input for backward (a memory-efficient stem), cut at each tap.
+    A tap inside a child (``transition1.relu``) is kept by a forward hook for this call, so the
+    child runs as it always does. A child named in ``reads`` is called with the outputs it reads
+    (its skips) after its input. Consecutive children named in ``recomputed`` keep only their
+    input for backward (a memory-efficient stem), cut at each tap.
     """
     pending: OrderedDict[str, nn.Module] = OrderedDict()
 
@@ -71,17 +75,24 @@ def _run(modules: nn.Module, x: Tensor, prefix: str, taps: Collection[str], reco
             pending.clear()
         return x
 
-    for name, module in modules.named_children():
-        path = f"{prefix}{name}"
-        if any(tap.startswith(f"{path}.") for tap in taps):
-            x = _run(module, flush(x), f"{path}.", taps, (), captured)
-        elif name in recomputed:
-            pending[name] = module
-        else:
-            x = module(flush(x))
-        if path in taps:
-            x = captured[path] = flush(x)
-    return flush(x)
+    def keep(name: str) -> Callable[..., None]:
+        return lambda _module, _inputs, output: captured.__setitem__(name, output)
+
+    hooks = [modules.get_submodule(tap).register_forward_hook(keep(tap)) for tap in taps if "." in tap]
+    try:
+        for name, module in modules.named_children():
+            if name in reads:
+                x = module(flush(x), *(captured[read] for read in reads[name]))
+            elif name in recomputed and not any(tap.startswith(f"{name}.") for tap in taps):
+                pending[name] = module
+            else:
+                x = module(flush(x))
+            if name in taps:
+                x = captured[name] = flush(x)
+        return flush(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 class Features(nn.Sequential):
@@ -89,19 +100,23 @@ class Features(nn.Sequential):
     modules named in ``recomputed`` (a memory-efficient stem) keeps only its input for backward,
     which recomputes the run; module names, and so the state dict, stay flat."""
 
-    def __init__(self, modules: OrderedDict[str, nn.Module], recomputed: tuple[str, ...] = ()):
+    def __init__(self, modules: OrderedDict[str, nn.Module], recomputed: tuple[str, ...] = (),
+                 reads: Mapping[str, tuple[str, ...]] | None = None):
         super().__init__(modules)
         self.recomputed = recomputed
+        self.reads = dict(reads or {})
+        """For each module that reads skips, the modules whose outputs it reads (``transition1.relu``)."""
 
     def taps(self, x: Tensor, taps: Collection[str]) -> tuple[Tensor, dict[str, Tensor]]:
         """The features of ``x``, and the output of each module named in ``taps`` (``denseblock1``,
         ``transition1.relu``). Grouped from the modules held now, so a replaced module is the one run."""
         recomputing = self.recomputed if self.training and torch.is_grad_enabled() else ()
+        wanted = {*taps, *(read for skips in self.reads.values() for read in skips)}
         captured: dict[str, Tensor] = {}
-        return _run(self, x, "", taps, recomputing, captured), captured
+        return _run(self, x, wanted, recomputing, captured, self.reads), captured
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.recomputed and self.training and torch.is_grad_enabled()):
+        if not (self.reads or (self.recomputed and self.training and torch.is_grad_enabled())):
             return super().forward(x)
         return self.taps(x, ())[0]
 
@@ -151,11 +166,11 @@ class DenseNet(nn.Module):
         super().__init__()
         self.features = features
         self.head_activation = output.activation  # no parameters: absent from the state dict
-        self.add_module(output.name, output.linear)
+        self.add_module(output.name, output.layer)
         self.output_name = output.name
         self.pool = output.pool
         self.drop_rate = output.drop_rate
-        self.num_features = output.linear.in_features
+        self.num_features = output.in_features
         self.stage_modules = stage_modules
         self.outputs = outputs
         self.feature_taps = feature_taps
@@ -171,8 +186,9 @@ class DenseNet(nn.Module):
         return x if self.head_activation is None else self.head_activation(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global pooling of feature maps, dropout, then the output layer unless ``pre_logits``."""
-        if x.dim() > 2:
+        """Global pooling of feature maps (not for a segmentation head), dropout, then the output
+        layer unless ``pre_logits``."""
+        if self.pool is not None and x.dim() > 2:
             x = global_pool(x, self.pool)
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
@@ -183,9 +199,15 @@ class DenseNet(nn.Module):
         return getattr(self, self.output_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A fresh output layer with ``num_classes`` outputs (0: ``nn.Identity``, pooled features out)."""
-        layer = nn.Identity() if num_classes == 0 else nn.Linear(self.num_features, num_classes)
-        if isinstance(layer, nn.Linear):
+        """A fresh output layer of the same kind with ``num_classes`` outputs (0: ``nn.Identity``)."""
+        old = self.get_classifier()
+        if num_classes == 0:
+            layer = nn.Identity()
+        elif isinstance(old, nn.Linear):
+            layer = nn.Linear(self.num_features, num_classes)
+        else:  # a segmentation head's convolution
+            layer = type(old)(self.num_features, num_classes, old.kernel_size, padding=old.padding)
+        if getattr(layer, "bias", None) is not None:
             nn.init.constant_(layer.bias, 0)
         setattr(self, self.output_name, layer)
 

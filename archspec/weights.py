@@ -12,6 +12,7 @@ renamed by one key map per library (``KEY_MAPS``), the one the file's keys selec
 from __future__ import annotations
 
 import json
+import logging
 import math
 import mmap
 import os
@@ -19,7 +20,7 @@ import re
 import stat
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,6 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from archspec.errors import Problem, SpecError, first_line
+from archspec.network import OUTPUT_LAYERS
+
+logger = logging.getLogger(__name__)
 
 _SHOWN = 5  # keys listed per kind of mismatch; the rest are counted
 _MESSAGE_CHARS = 200  # a loader's own message is cut to one short line
@@ -61,7 +65,7 @@ class KeyMap:
     signature: re.Pattern[str] | None
     """A key that only this library writes; the first map with a matching key is the file's.
     ``None``: the names need no detection (torchvision's, the fallback)."""
-    renames: tuple[tuple[re.Pattern[str], str], ...]
+    renames: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]
     """``(pattern, replacement)`` pairs for ``re.sub``, tried in order; the first match renames a key."""
 
 
@@ -81,6 +85,17 @@ KEY_MAPS: tuple[KeyMap, ...] = (
         "torchvision (before 0.4)",
         _LEGACY_DENSE_LAYER_KEY,
         ((_LEGACY_DENSE_LAYER_KEY, r"\1\2.\3"),),
+    ),
+    # segmentation-models-pytorch's U-Net: torchvision's DenseNet as `encoder`, decoder blocks
+    # counted from 0 (archspec's `decoderblock` from 1), the head's convolution as `segmentation_head.0`.
+    KeyMap(
+        "segmentation-models-pytorch",
+        re.compile(r"^encoder\.features\.|^decoder\.blocks\.\d+\.|^segmentation_head\.0\."),
+        (
+            (re.compile(r"^encoder\.features\."), "features."),
+            (re.compile(r"^decoder\.blocks\.(\d+)\."), lambda match: f"features.decoderblock{int(match[1]) + 1}."),
+            (re.compile(r"^segmentation_head\.0\."), "classifier."),
+        ),
     ),
     # timm keeps torchvision's names; its deep stems add `conv1`/`norm1`/`conv2`/`norm2`, which
     # archspec's `deep_stem` writes too. Detected only to say where a file comes from.
@@ -553,7 +568,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor] | Renamed, fi
         raise SpecError([*problems, *renaming_note(state, file)])
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, *, skip_head: bool = False) -> nn.Module:
     """Load a local weights file into ``model`` strictly, in place.
 
     Args:
@@ -561,6 +576,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         path: a ``.pt``/``.pth`` state dict (read with ``weights_only=True``) or a
             ``.safetensors`` file. Keys may be torchvision's (old ``norm.1`` style included),
             timm's or MONAI's: ``KEY_MAPS`` renames them, chosen by the keys the file holds.
+        skip_head: fine-tuning: leave the output layer (``classifier`` or ``regressor``) as
+            it is and ignore the file's; everything else loads strictly. The keys skipped
+            are logged and kept in ``model.skipped_keys``.
 
     Returns:
         ``model``, with the weights loaded.
@@ -569,10 +587,33 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         SpecError: the file cannot be read safely, or its keys, shapes or values do
             not fit the model; the problems list the first few of each and their counts.
     """
-    renamed = remap_keys(_read(path, _budget(model.state_dict())))
-    check_state_dict(model, renamed, file=str(path))
+    kept = {key: value for key, value in model.state_dict().items() if not (skip_head and _in_head(key))}
+    renamed = remap_keys(_read(path, _budget(kept)))
+    skipped = sorted(renamed.file_names[key] for key in renamed.state if skip_head and _in_head(key))
+    if skip_head:
+        renamed = Renamed(renamed.key_map, {key: value for key, value in renamed.state.items() if not _in_head(key)},
+                          renamed.file_names, renamed.clashes)
+    check_state_dict(_Subset(model, kept), renamed, file=str(path))
     try:
-        model.load_state_dict(renamed.state, strict=True)
+        model.load_state_dict(renamed.state, strict=not skip_head)
     except RuntimeError as error:  # keys and shapes fit, but a tensor cannot be copied (e.g. sparse)
         raise SpecError(Problem(f"cannot load weights: {_reason(error)}", file=str(path))) from None
+    if skip_head:
+        logger.info("skipped the output layer's keys of %s: %s", path, ", ".join(skipped) or "none")
+        model.skipped_keys = tuple(skipped)
     return model
+
+
+def _in_head(key: str) -> bool:
+    """Whether ``key`` belongs to the output layer that fine-tuning replaces."""
+    return key.split(".", 1)[0] in OUTPUT_LAYERS
+
+
+class _Subset:
+    """A model's state dict less the keys fine-tuning skips, for ``check_state_dict``."""
+
+    def __init__(self, model: nn.Module, kept: Mapping[str, Tensor]):
+        self.kept = kept
+
+    def state_dict(self) -> Mapping[str, Tensor]:
+        return self.kept

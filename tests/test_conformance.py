@@ -79,6 +79,18 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "transition": _spec(),
     "classifier": _spec(),
     "regressor": _spec(head={"type": "regressor", "out_features": 2}),
+    "norm": _spec(body=[*_CONV_BODY, {"type": "norm", "activation": "relu"}]),
+    "transition_up": _spec(body=[*_CONV_BODY, {"type": "transition_up"}]),
+    "concat": _spec(body=[*_CONV_BODY, {"type": "transition_up", "mode": "nearest"},
+                          {"type": "concat", "skip": "body[0]"}]),
+    "unet_block": _spec(body=[*_CONV_BODY, {"type": "unet_block", "skip": "body[1].activation", "out_channels": 4},
+                              {"type": "unet_block", "out_channels": 4, "mode": "linear"}]),
+    "segmentation": _spec(
+        body=[_CONV_BODY[0], _CONV_BODY[1], {"type": "dense_block", "num_layers": 1, "output": "new"},
+              {"type": "transition_up"}, {"type": "concat", "skip": "body[0]", "fit": "crop"},
+              {"type": "dense_block", "num_layers": 1}],
+        head={"type": "segmentation", "num_classes": 3, "kernel_size": 3},
+    ),
 }
 
 

@@ -36,6 +36,12 @@ CASES = {
     "tabular": (ROOT / "specs" / "mlp_tabular.yaml", (), (4, 330)),
     # No norm before the transition's ReLU: it must not overwrite the block's saved output.
     "transition-without-norm": (TUTORIAL, ("body[1].norm=none",), (2, 1, 32, 32)),
+    # Segmentation: blocks that output their new features only, skips read twice (the block's
+    # output by the transition down and by the concatenation), dropout everywhere.
+    "fc-densenet": (ROOT / "specs" / "segmentation" / "fc_densenet56.yaml", ("input.height=32", "input.width=32"),
+                    (2, 3, 32, 32)),
+    "unet-skips-inside-transitions": (ROOT / "specs" / "segmentation" / "unet_densenet121.yaml",
+                                      (*SMALL_BC, "input.height=32", "input.width=32"), (2, 3, 32, 32)),
 }
 
 

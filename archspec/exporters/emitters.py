@@ -19,7 +19,7 @@ part, each torch module becomes its ONNX nodes through ``_MODULES``, keyed by mo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +60,8 @@ def emit_module(graph: Graph, x: str, module: nn.Module, name: str, dims: int) -
     emitter = _MODULES.get(type(module))
     if emitter is None:
         raise RunError(f"no ONNX emitter for the torch module {name} ({type(module).__name__})")
-    return emitter(graph, x, module, name, dims)
+    graph.values[name] = y = emitter(graph, x, module, name, dims)
+    return y
 
 
 def _window(value: int | tuple[int, ...], dims: int) -> list[int]:
@@ -76,6 +77,47 @@ def _conv(graph: Graph, x: str, conv: nn.Module, name: str, dims: int) -> str:
     return graph.op("Conv", inputs, name=name, kernel_shape=_window(conv.kernel_size, dims),
                     strides=_window(conv.stride, dims), pads=_window(conv.padding, dims) * 2,
                     dilations=_window(conv.dilation, dims), group=conv.groups)
+
+
+@_module(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv_transpose(graph: Graph, x: str, conv: nn.Module, name: str, dims: int) -> str:
+    inputs = [x, graph.weight(f"{name}.weight", conv.weight)]  # (in, out, *kernel), as torch keeps it
+    if conv.bias is not None:
+        inputs.append(graph.weight(f"{name}.bias", conv.bias))
+    return graph.op("ConvTranspose", inputs, name=name, kernel_shape=_window(conv.kernel_size, dims),
+                    strides=_window(conv.stride, dims), pads=_window(conv.padding, dims) * 2,
+                    output_padding=_window(conv.output_padding, dims), dilations=_window(conv.dilation, dims),
+                    group=conv.groups)
+
+
+def _resize(graph: Graph, x: str, mode: str, name: str, dims: int, *, scale: int | None = None,
+            like: str | None = None) -> str:
+    """``x`` interpolated by ``scale`` along every spatial axis, or to ``like``'s spatial size, as
+    ``F.interpolate`` does: nearest as torch's (floor of the asymmetric source index), linear
+    with ``align_corners: false`` (ONNX's ``half_pixel``)."""
+    onnx_mode = "nearest" if mode == "nearest" else "linear"
+    transform = {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"} if mode == "nearest" \
+        else {"coordinate_transformation_mode": "half_pixel"}
+    if like is None:
+        scales = graph.constant([1.0, 1.0, *[float(scale)] * dims])
+        return graph.op("Resize", [x, "", scales], name=name, mode=onnx_mode, **transform)
+    batch_channels = _shape_slice(graph, x, 0, 2, f"{name}/batch_channels")
+    spatial = _shape_slice(graph, like, 2, 2 + dims, f"{name}/skip_size")
+    sizes = graph.op("Concat", [batch_channels, spatial], name=f"{name}/sizes", axis=0)
+    return graph.op("Resize", [x, "", "", sizes], name=name, mode=onnx_mode, **transform)
+
+
+def _shape_slice(graph: Graph, x: str, start: int, end: int, name: str) -> str:
+    """Axes ``start`` to ``end`` of ``x``'s shape, as an int64 vector."""
+    shape = graph.op("Shape", [x], name=f"{name}/shape")
+    return graph.op("Slice", [shape, graph.constant([start], dtype=np.int64), graph.constant([end], dtype=np.int64)],
+                    name=name)
+
+
+@_module(nn.Upsample)
+def _upsample(graph: Graph, x: str, module: nn.Module, name: str, dims: int) -> str:
+    return _resize(graph, x, "nearest" if module.mode == "nearest" else "linear", name, dims,
+                   scale=int(module.scale_factor))
 
 
 @_module(nn.Linear)
@@ -235,6 +277,7 @@ register = EMITTERS.register
 @register("deep_stem")
 @register("mlp_stem")
 @register("transition")
+@register("norm")
 def _in_order(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
     """Stems and transitions: their modules one after the other, as their ``Sequential`` runs them."""
     dims = spatial_dims(stage.in_shape)
@@ -259,7 +302,8 @@ def _dense_block(stage: Stage, modules: StageModules, graph: Graph, x: str) -> s
         for child, module in layer.named_children():  # the layer's Sequential; its dropout is off in eval
             y = emit_module(graph, y, module, f"{prefix}.{child}", dims)
         features.append(y)
-    return graph.op("Concat", features, name=f"{name}/concat", axis=1)
+    kept = features if block.keep_input else features[1:]  # ``output: new``: the layers' features only
+    return graph.op("Concat", kept, name=f"{name}/concat", axis=1) if len(kept) > 1 else kept[0]
 
 
 def _reduce_spatial(graph: Graph, op_type: str, x: str, name: str, dims: int) -> str:
@@ -294,8 +338,10 @@ _GLOBAL_POOLS = {"avg": _global_average, "max": _global_max, "avg_max": _global_
 
 @register("classifier")
 @register("regressor")
+@register("segmentation")
 def _head(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
-    """The head's norm (``features.normK``), activation, global pooling, flatten, output layer."""
+    """The head's norm (``features.normK``), activation, global pooling and flatten (not for a
+    segmentation head), output layer."""
     dims = spatial_dims(stage.in_shape)
     *norms, (output_name, output) = modules
     for name, module in norms:
@@ -303,14 +349,69 @@ def _head(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
     network = modules.network
     if network.head_activation is not None:
         x = emit_module(graph, x, network.head_activation, "head_activation", dims)
-    if dims:
+    if dims and network.pool is not None:
         pooled = _GLOBAL_POOLS[network.pool](graph, x, "pool", dims)
         x = graph.op("Flatten", [pooled], name="flatten", axis=1)
-    return emit_module(graph, x, output, output_name, 0)  # dropout before it is off in eval
+        dims = 0
+    return emit_module(graph, x, output, output_name, dims)  # dropout before it is off in eval
+
+
+def _skips(modules: StageModules, graph: Graph) -> tuple[str, list[str]]:
+    """A skip-reading stage's one module name, and the values of the maps it reads."""
+    ((name, _),) = modules
+    reads = modules.network.features.reads[name.removeprefix("features.")]
+    return name, [graph.values[f"features.{read}"] for read in reads]
+
+
+@register("transition_up")
+def _transition_up(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
+    ((name, module),) = modules
+    return emit_module(graph, x, module, name, spatial_dims(stage.in_shape))
+
+
+@register("concat")
+def _concat(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
+    """``Concat([input, skip])``, the input's centre cut out (``Slice``) or zero-padded (``Pad``) to
+    the skip's size first, computed from the two shapes at run time so any size exports."""
+    name, (skip,) = _skips(modules, graph)
+    dims = spatial_dims(stage.in_shape)
+    fit = stage.part.fit
+    if fit != "none":
+        have = _shape_slice(graph, x, 2, 2 + dims, f"{name}/in_size")
+        want = _shape_slice(graph, skip, 2, 2 + dims, f"{name}/skip_size")
+        difference = graph.op("Sub", [have, want] if fit == "crop" else [want, have], name=f"{name}/difference")
+        before = graph.op("Div", [difference, graph.constant([2] * dims, dtype=np.int64)], name=f"{name}/before")
+        if fit == "crop":
+            end = graph.op("Add", [before, want], name=f"{name}/end")
+            axes = graph.constant(list(range(2, 2 + dims)), dtype=np.int64)
+            x = graph.op("Slice", [x, before, end, axes], name=f"{name}/crop")
+        else:
+            after = graph.op("Sub", [difference, before], name=f"{name}/after")
+            zeros = graph.constant([0, 0], dtype=np.int64)
+            pads = graph.op("Concat", [zeros, before, zeros, after], name=f"{name}/pads", axis=0)
+            x = graph.op("Pad", [x, pads], name=f"{name}/pad", mode="constant")
+    return graph.op("Concat", [x, skip], name=name, axis=1)
+
+
+@register("unet_block")
+def _unet_block(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
+    """Resize to the skip's size (or by the scale), ``Concat`` the skip, then ``conv1`` and ``conv2``."""
+    dims = spatial_dims(stage.in_shape)
+    ((name, block),) = modules
+    mode = "nearest" if block.mode == "nearest" else "linear"
+    if stage.reads:
+        _, (skip,) = _skips(modules, graph)
+        upsampled = _resize(graph, x, mode, f"{name}/upsample", dims, like=skip)
+        x = graph.op("Concat", [upsampled, skip], name=f"{name}/concat", axis=1)
+    else:
+        x = _resize(graph, x, mode, f"{name}/upsample", dims, scale=block.scale)
+    for child in ("conv1", "conv2"):
+        x = emit_module(graph, x, getattr(block, child), f"{name}.{child}", dims)
+    return x
 
 
 def emit(result: StaticPass, network: DenseNet, *, opset: int, input_name: str, input_dims: Dims,
-         output_name: str, output_dims: Dims, step: Callable[[str], None] = lambda _: None) -> onnx.ModelProto:
+         outputs: Sequence[tuple[str, Dims]], step: Callable[[str], None] = lambda _: None) -> onnx.ModelProto:
     """The ONNX model of ``network`` (built from ``result``, in eval mode) at ``opset``.
 
     Args:
@@ -318,7 +419,7 @@ def emit(result: StaticPass, network: DenseNet, *, opset: int, input_name: str, 
         network: the built module; its weights and statistics go into the file as they are.
         opset: the default-domain opset every node is chosen for.
         input_name, input_dims: the graph input; names in ``input_dims`` are dynamic axes.
-        output_name, output_dims: the graph output.
+        outputs: the name and dims of each graph output, in ``result.outputs``' order.
         step: called with each stage's path before its nodes are written.
 
     Raises:
@@ -339,5 +440,8 @@ def emit(result: StaticPass, network: DenseNet, *, opset: int, input_name: str, 
         except Exception as error:  # a bug in an emitter; never KeyboardInterrupt (not an Exception)
             raise RunError(f"writing the ONNX nodes of {stage.path} ({stage.kind}) failed: "
                            f"{first_line(error)}") from error
-    return graph.model(input_name=input_name, input_dims=input_dims, output=x, output_name=output_name,
-                       output_dims=output_dims)
+        if modules.names:
+            graph.values[modules.names[-1]] = x
+    taps = [tap.module for tap in network.outputs] or [network.output_name]
+    return graph.model(input_name=input_name, input_dims=input_dims,
+                       outputs=[(graph.values[tap], name, dims) for tap, (name, dims) in zip(taps, outputs)])

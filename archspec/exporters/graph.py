@@ -26,6 +26,9 @@ class Graph:
         self.initializers: list[onnx.TensorProto] = []
         self._names: set[str] = set()
         self._constants: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+        self.values: dict[str, str] = {}
+        """The value each module's output is, by the module's qualified name: what skips and
+        named outputs read."""
 
     def _unique(self, name: str) -> str:
         """``name``, or ``name.2``, ``name.3``… if a value already has it."""
@@ -65,16 +68,24 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
         return output
 
-    def model(self, *, input_name: str, input_dims: Dims, output: str, output_name: str,
-              output_dims: Dims) -> onnx.ModelProto:
-        """The finished model: ``output`` renamed ``output_name``, float32 input and output."""
-        for node in self.nodes:
-            node.output[:] = [output_name if value == output else value for value in node.output]
+    def model(self, *, input_name: str, input_dims: Dims,
+              outputs: Sequence[tuple[str, str, Dims]]) -> onnx.ModelProto:
+        """The finished model: float32 input and outputs, each ``(value, name, dims)``. A value no
+        node reads is renamed; one that nodes read (a backbone's map) is given out by an Identity."""
+        read = {value for node in self.nodes for value in node.input}
+        renamed: dict[str, str] = {}
+        for value, name, _ in outputs:
+            if value in read or value in renamed or value == input_name:
+                self.nodes.append(helper.make_node("Identity", [renamed.get(value, value)], [name], name=name))
+                continue
+            for node in self.nodes:
+                node.output[:] = [name if output == value else output for output in node.output]
+            renamed[value] = name
         graph = helper.make_graph(
             self.nodes,
             "archspec",
             [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_dims))],
-            [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, list(output_dims))],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims)) for _, name, dims in outputs],
             initializer=self.initializers,
         )
         opsets = [helper.make_opsetid("", self.opset)]

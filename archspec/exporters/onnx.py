@@ -40,7 +40,7 @@ from archspec.exporters.verify import Case, Providers, References, resolve_provi
 from archspec.format.dump import resolved_document
 from archspec.format.memory import BYTES_PER_VALUE
 from archspec.format.schema import Spec
-from archspec.format.shapes import StaticPass, static_pass
+from archspec.format.shapes import OutputShape, StaticPass, static_pass
 from archspec.weights import load_weights
 
 INPUT_NAME = "input"
@@ -64,8 +64,9 @@ def canonical_json(spec: Spec) -> str:
 
 
 def output_name(result: StaticPass) -> str:
-    """``logits`` for a classifier, ``prediction`` for a regressor."""
-    return result.stages[-1].part.output_name
+    """The file's first output: ``logits`` for a classifier, ``prediction`` for a regressor, or the
+    spec's first named output."""
+    return result.outputs[0].name
 
 
 # The names of the spatial axes, as the input part names its sizes, by their count.
@@ -243,10 +244,18 @@ def _export(result: StaticPass, module: nn.Module, *, exporter: str, opset: int,
                               generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
         return _export_torch(module, example, dims, output, opset)
     input_dims: Dims = [dims.get(axis, size) for axis, size in enumerate((example_batch, *result.input_shape))]
-    output_dims: Dims = [dims.get(0, example_batch), *result.out_shape]
-    model = emit(result, module, opset=opset, input_name=INPUT_NAME, input_dims=input_dims, output_name=output,
-                 output_dims=output_dims, step=lambda path: progress(f"writing the ONNX graph: {path}"))
+    outputs = [(tap.name, _output_dims(tap, dims, example_batch)) for tap in result.outputs]
+    model = emit(result, module, opset=opset, input_name=INPUT_NAME, input_dims=input_dims, outputs=outputs,
+                 step=lambda path: progress(f"writing the ONNX graph: {path}"))
     return model, "archspec", None
+
+
+def _output_dims(output: OutputShape, dims: dict[int, str], batch: int) -> Dims:
+    """An output's dims: its batch and spatial axes dynamic where the input's are (a map's named
+    by its stride, ``height/4``), its channels fixed."""
+    spatial = [dims[2 + axis] if output.reduction == 1 else f"{dims[2 + axis]}/{output.reduction}"
+               if 2 + axis in dims else size for axis, size in enumerate(output.shape[1:])]
+    return [dims.get(0, batch), output.shape[0], *spatial]
 
 
 def _random_state_check(result: StaticPass, module: nn.Module, cases: tuple[Case, ...], *, exporter: str,

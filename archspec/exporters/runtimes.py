@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from archspec.errors import Problem, SpecError
 from archspec.exporters.report import CaseResult, RuntimeCheck, Tolerance
-from archspec.exporters.verify import Case, References, compare, with_references
+from archspec.exporters.verify import Case, References, compare, one_array, with_references
 from archspec.format.parts.vocabulary import norm_name, norms_in
 from archspec.format.shapes import StaticPass
 
@@ -28,12 +29,13 @@ EXTRA = "pip install 'archspec[runtimes]'"
 
 
 def _run_opencv(path: Path, x: np.ndarray) -> np.ndarray:
-    """OpenCV DNN: reads the file into its own graph; one input, one output."""
+    """OpenCV DNN: reads the file into its own graph; every output, in the file's order."""
     import cv2
 
     net = cv2.dnn.readNetFromONNX(str(path))
     net.setInput(x)
-    return np.asarray(net.forward())
+    names = [output.name for output in onnx.load(str(path), load_external_data=False).graph.output]
+    return one_array([np.asarray(value) for value in net.forward(names)])
 
 
 def _run_openvino(path: Path, x: np.ndarray) -> np.ndarray:
@@ -41,7 +43,8 @@ def _run_openvino(path: Path, x: np.ndarray) -> np.ndarray:
     import openvino
 
     compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.asarray(compiled(x)[compiled.output(0)])
+    results = compiled(x)
+    return one_array([np.asarray(results[output]) for output in compiled.outputs])
 
 
 def _run_onnx2torch(path: Path, x: np.ndarray) -> np.ndarray:
@@ -50,7 +53,8 @@ def _run_onnx2torch(path: Path, x: np.ndarray) -> np.ndarray:
 
     module = onnx2torch.convert(str(path)).eval()
     with torch.no_grad():
-        return module(torch.from_numpy(x)).numpy()
+        out = module(torch.from_numpy(x))
+    return one_array([value.numpy() for value in (out if isinstance(out, (list, tuple)) else [out])])
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,16 @@ def _reference(module: nn.Module, cases: Sequence[Case], size: tuple[int, ...]) 
                        key=lambda item: item[1])
     x = torch.randn((batch, *size), generator=torch.Generator().manual_seed(_SEED + index))
     with torch.no_grad():
-        return x, module(x).numpy()
+        out = module(x)
+    return x, one_array([value.numpy() for value in (out.values() if isinstance(out, dict) else [out])])
+
+
+def one_array(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """A network's outputs as one array: the output itself, or several (a backbone's maps, in
+    the file's order) flattened per sample and joined, so one comparison covers them all."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return np.concatenate([output.reshape(output.shape[0], -1) for output in outputs], axis=1)
 
 
 References = dict[tuple[int, ...], tuple[torch.Tensor, np.ndarray]]
@@ -229,8 +238,8 @@ def verify(
         for case, x, expected in with_references(module, cases, {} if references is None else references):
             progress(f"verifying {case.name} {case.shape}")
             feed = {input_name: x.numpy()}
-            (actual,), seconds = _timed_run(session, feed)
-            results.append(compare(case.name, case.shape, actual, expected, tolerance))
+            actual, seconds = _timed_run(session, feed)
+            results.append(compare(case.name, case.shape, one_array(actual), expected, tolerance))
             if case.timed:
                 # On the CPU the comparison run is the timing (a second run measured the same);
                 # CUDA's first run at a shape also searches cuDNN's algorithms, so it runs again.

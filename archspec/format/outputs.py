@@ -3,17 +3,14 @@ segmentation heads, beside (or instead of) the head's own output. Never imports 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field
 
-from archspec.format.parts.base import Part
+from archspec.format.parts.base import At, Part, split_at
 
 MAX_OUTPUTS = 32
 """Outputs one spec may name: bounds the walks over them."""
-
-_AT = re.compile(r"^(stem|head|body\[(\d{1,3})\])(?:\.([a-z_]{1,32}))?$")
 
 
 class Tap(Part):
@@ -21,16 +18,16 @@ class Tap(Part):
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     """Name of the output (in the module's returned mapping and in exported files)."""
-    at: Annotated[str, Field(min_length=1, max_length=64, pattern=_AT.pattern)]
+    at: At
     """Where: a part's path (``stem``, ``body[2]``, ``head``: after the whole part), or a point
     inside it (``stem.activation``, ``body[1].activation``, ``head.norm``, ``head.activation``)."""
 
     @property
     def path(self) -> str:
         """The part's path: ``stem``, ``body[2]`` or ``head``."""
-        return _AT.match(self.at).group(1)
+        return split_at(self.at)[0]
 
     @property
     def point(self) -> str:
         """The point inside the part; ``output`` when ``at`` names the part alone."""
-        return _AT.match(self.at).group(3) or "output"
+        return split_at(self.at)[1]

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from archspec.format.outputs import MAX_OUTPUTS, Tap
+from archspec.format.outputs import MAX_OUTPUTS, Tap, split_at
 from archspec.format.parts import ROLES, BodyPart, Defaults, Head, Input, Part, Stem, tag
 from archspec.format.preprocess import Preprocess
 
@@ -67,6 +67,7 @@ class Spec(Part):
                 )
         if not any(part.dense for part in self.body):
             raise PartError("body", "needs at least one dense_block")
+        self._reads_exist()
         if self.outputs is not None:
             self._outputs_exist()
         if self.preprocess is not None:
@@ -74,19 +75,31 @@ class Spec(Part):
         return self
 
     def _outputs_exist(self) -> None:
-        parts = {"stem": self.stem, "head": self.head, **{f"body[{i}]": part for i, part in enumerate(self.body)}}
         names: set[str] = set()
         for index, tap in enumerate(self.outputs):
             if tap.name in names:
                 raise PartError(f"outputs[{index}].name", f"{tap.name!r} names two outputs")
             names.add(tap.name)
-            part = parts.get(tap.path)
-            if part is None:
-                raise PartError(f"outputs[{index}].at", f"{tap.path} is not a part (the body has {len(self.body)})")
-            if tap.point != "output" and tap.point not in part.points:
-                known = ", ".join(f"{tap.path}.{point}" for point in part.points) or "none inside it"
-                raise PartError(f"outputs[{index}].at",
-                                f"a {part.type} has no point {tap.point!r} (points: {tap.path}, {known})")
+            self._point_exists(f"outputs[{index}].at", tap.at, len(self.body) + 2)
+
+    def _reads_exist(self) -> None:
+        for index, part in enumerate(self.body):
+            for at in part.reads():
+                self._point_exists(f"body[{index}]", at, index + 1)
+
+    def _point_exists(self, where: str, at: str, before: int) -> None:
+        """Refuse ``at`` unless it names a point of one of the first ``before`` parts (stem first)."""
+        located = {"stem": self.stem, **{f"body[{i}]": part for i, part in enumerate(self.body)}, "head": self.head}
+        path, point = split_at(at)
+        order = list(located)
+        if path not in located:
+            raise PartError(where, f"{path} is not a part (the body has {len(self.body)})")
+        if order.index(path) >= before:
+            raise PartError(where, f"{at} comes after the part that reads it")
+        part = located[path]
+        if point != "output" and point not in part.points:
+            known = ", ".join(f"{path}.{name}" for name in part.points) or "none inside it"
+            raise PartError(where, f"a {part.type} has no point {point!r} (points: {path}, {known})")
 
     def _preprocess_fits(self) -> None:
         preprocess, channels = self.preprocess, self.input.sample_shape()[0]

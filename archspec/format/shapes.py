@@ -8,9 +8,11 @@ The builder must agree with this pass exactly (a test checks every spec and rand
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from archspec.errors import Problem, SpecError
+from archspec.format.outputs import split_at
 from archspec.format.parts import HeadPart, StagePart
 from archspec.format.parts.base import Shape
 from archspec.format.schema import Spec
@@ -37,7 +39,15 @@ class Stage:
     params: int
     """Trainable parameters of the part."""
     readers: int
-    """How many consumers read the part's output: the next part, and each output taken there."""
+    """How many consumers read the part's output: the next part, each part that reads it as a
+    skip, and each output taken there."""
+    reads: tuple[tuple[str, str], ...] = ()
+    """(path, point) of each earlier map the part reads besides its input (its skips)."""
+    skips: tuple[Shape, ...] = ()
+    """The shape of each map in ``reads``."""
+    exclusive_gradient: bool = False
+    """Whether the gradient of the part's output reaches it as a tensor nothing else holds: one
+    reader, which declares ``own_input_gradient`` (a dense block then accumulates in place)."""
 
     @property
     def kind(self) -> str:
@@ -101,7 +111,7 @@ class StaticPass:
 
     def output_at(self, name: str, path: str, point: str) -> OutputShape:
         """The output ``name`` taken at ``point`` of the stage at ``path``."""
-        shape = self.stage(path).part.point_shape(point, self.stage(path))
+        shape = _point_shape(list(self.stages), path, point)
         reduction = self.input_shape[1] // shape[1] if len(shape) > 1 else 1
         return OutputShape(name, path, point, shape, reduction)
 
@@ -121,6 +131,11 @@ class StaticPass:
         )
 
 
+def _point_shape(stages: list[Stage], path: str, point: str) -> Shape:
+    stage = next(stage for stage in stages if stage.path == path)
+    return stage.part.point_shape(point, stage)
+
+
 def _at(path: str, point: str) -> str:
     """How a spec's ``at`` writes a point: ``body[2]`` for a part's output, ``stem.activation`` inside."""
     return path if point == "output" else f"{path}.{point}"
@@ -135,20 +150,25 @@ def static_pass(spec: Spec) -> StaticPass:
     shape = spec.input.sample_shape()
     located = [("stem", "stem", spec.stem), *(("body", f"body[{i}]", part) for i, part in enumerate(spec.body)),
                ("head", "head", spec.head)]
-    taps = spec.outputs or ()
+    taps = [(tap.path, tap.point) for tap in spec.outputs or ()]
+    taps += [split_at(at) for part in spec.body for at in part.reads()]
     numbers: dict[str, int] = {}
-    stages = []
+    stages: list[Stage] = []
     for index, (role, path, written) in enumerate(located):
         part = written.resolved(spec.defaults)
         numbering = part.numbering or part.type
         numbers[numbering] = numbers.get(numbering, 0) + 1
-        out_shape, params = part.infer(shape, path)
-        readers = (index + 1 < len(located)) + sum(1 for tap in taps if tap.path == path and tap.point == "output")
-        stages.append(Stage(path, role, part, numbers[numbering], shape, out_shape, params, readers))
+        reads = tuple(split_at(at) for at in part.reads())
+        skips = tuple(_point_shape(stages, *read) for read in reads)
+        out_shape, params = part.infer(shape, path, skips)
+        readers = (index + 1 < len(located)) + taps.count((path, "output"))  # the next part, skips, outputs
+        stages.append(Stage(path, role, part, numbers[numbering], shape, out_shape, params, readers, reads, skips))
+        if len(stages) > 1 and stages[-2].readers == 1 and part.own_input_gradient:
+            stages[-2] = dataclasses.replace(stages[-2], exclusive_gradient=True)
         shape = out_shape
     result = StaticPass(spec.input.sample_shape(), tuple(stages), (), named=spec.outputs is not None)
     head: HeadPart = result.head.part
-    wanted = [(tap.name, tap.path, tap.point) for tap in taps] or [(head.output_name, "head", "output")]
+    wanted = [(tap.name, tap.path, tap.point) for tap in spec.outputs or ()] or [(head.output_name, "head", "output")]
     outputs = tuple(result.output_at(*output) for output in wanted)
     return StaticPass(result.input_shape, result.stages, outputs, result.named)
 

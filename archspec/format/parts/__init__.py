@@ -16,16 +16,20 @@ from archspec.format.parts.conv_stem import ConvStem
 from archspec.format.parts.deep_stem import DeepStem
 from archspec.format.parts.defaults import Defaults
 from archspec.format.parts.dense_block import DenseBlock
-from archspec.format.parts.heads import ClassifierHead, RegressorHead
+from archspec.format.parts.concat import Concat
+from archspec.format.parts.heads import ClassifierHead, RegressorHead, SegmentationHead
 from archspec.format.parts.inputs import ImageInput, SignalInput, TabularInput, VolumeInput
 from archspec.format.parts.mlp_stem import MLPStem
+from archspec.format.parts.norm import NormPart
 from archspec.format.parts.transition import Transition
+from archspec.format.parts.unet_block import UNetBlock
+from archspec.format.parts.upsampling import TransitionUp
 
 ROLES: dict[str, tuple[type[Part], ...]] = {
     "input": (ImageInput, SignalInput, VolumeInput, TabularInput),
     "stem": (ConvStem, DeepStem, MLPStem),
-    "body": (DenseBlock, Transition),
-    "head": (ClassifierHead, RegressorHead),
+    "body": (DenseBlock, Transition, NormPart, TransitionUp, Concat, UNetBlock),
+    "head": (ClassifierHead, RegressorHead, SegmentationHead),
 }
 """The kinds of part each field of a spec may hold, in the order a spec is read."""
 
@@ -49,7 +53,7 @@ BodyPart = _union(ROLES["body"])
 Head = _union(ROLES["head"])
 
 __all__ = [
-    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head", "HeadPart",
-    "ImageInput", "Input", "InputPart", "MLPStem", "Part", "RegressorHead", "SignalInput", "Stem", "StagePart",
-    "TabularInput", "Transition", "VolumeInput", "tag",
+    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "Concat", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head", "HeadPart",
+    "ImageInput", "Input", "InputPart", "MLPStem", "NormPart", "Part", "RegressorHead", "SegmentationHead", "SignalInput", "Stem",
+    "StagePart", "TabularInput", "Transition", "TransitionUp", "UNetBlock", "VolumeInput", "tag",
 ]

@@ -9,10 +9,11 @@ docstrings. Nothing here imports torch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from archspec.errors import Problem, SpecError
 from archspec.format.parts.vocabulary import INHERIT
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 Shape = tuple[int, ...]
 
 INDEX_VALUES = 2  # an int64 max-pool index takes the room of two float32 values
+
+_AT = re.compile(r"^(stem|head|body\[(\d{1,3})\])(?:\.([a-z_]{1,32}))?$")
+At = Annotated[str, Field(min_length=1, max_length=64, pattern=_AT.pattern)]
+"""A point of the network: a part's path (after the whole part) or ``path.point`` inside it."""
+
+
+def split_at(at: str) -> tuple[str, str]:
+    """``body[1].activation`` → (``body[1]``, ``activation``); a bare path's point is ``output``."""
+    match = _AT.match(at)
+    return match.group(1), match.group(3) or "output"
 
 
 class Part(BaseModel):
@@ -81,6 +92,15 @@ class StagePart(Part):
     part), each with what it is. Tapped as ``at: stem.activation``."""
     feature_point: ClassVar[str | None] = None
     """The point timm's ``features_only`` takes from this part (``None``: none)."""
+    own_input_gradient: ClassVar[bool] = True
+    """Whether the gradient this part's backward hands its input is a tensor of its own (a norm,
+    convolution, pool or Linear first), so the part before may accumulate into it in place;
+    ``False`` for a concatenation, whose input gradient is a view of its output's."""
+
+    def reads(self) -> tuple[str, ...]:
+        """Earlier outputs the part reads besides its input (a skip: ``body[4]``,
+        ``body[1].activation``), written as a spec's ``outputs`` write ``at``."""
+        return ()
 
     def layer_kind(self) -> str | None:
         """Layer kind (``conv`` or ``linear``) the part is made of; ``None``: it fits either input."""
@@ -91,8 +111,9 @@ class StagePart(Part):
         inherited = {name: getattr(defaults, name) for name, value in self if value == INHERIT}
         return self.model_copy(update=inherited) if inherited else self
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
-        """Output shape of one sample and trainable parameters.
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
+        """Output shape of one sample and trainable parameters; ``skips``: the shapes of what
+        ``reads()`` names, in that order.
 
         Raises:
             SpecError: the part cannot take ``in_shape`` (its problem's path is ``path``).
@@ -123,6 +144,8 @@ class StagePart(Part):
 
 class HeadPart(StagePart):
     """What the rest of archspec reads from a head, besides the stage facets."""
+
+    numbering = "norm"  # its norm follows a body's ``norm`` parts: ``features.norm5`` when there are none
 
     output_name: ClassVar[str]
     """Name of the network's output in an exported file (``logits``, ``prediction``)."""

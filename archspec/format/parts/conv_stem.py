@@ -37,7 +37,7 @@ class ConvStem(PooledStem):
         sizes = (window(size, self.kernel_size, self.stride, self.padding) for size in in_shape[1:])
         return (self.out_channels, *sizes)
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         params = linear_params(in_shape[0], self.out_channels, self.bias, self.kernel_size, spatial_dims(in_shape))
         params += norm_params(self.out_channels, self.norm)
         out = spatial(path, in_shape, self._conv_shape(in_shape))

@@ -50,7 +50,7 @@ class DeepStem(PooledStem):
             shapes.append((width, *sizes))
         return shapes
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         dims = spatial_dims(in_shape)
         params = 0
         shape = in_shape

@@ -58,6 +58,9 @@ class DenseBlock(StagePart):
     """Normalisation before each projection; ``inherit``: ``defaults.norm``."""
     activation: Activation | Inherit = INHERIT
     """Activation after each normalisation; ``inherit``: ``defaults.activation``."""
+    output: Literal["all", "new"] = "all"
+    """``all``: the input and every layer's new features; ``new``: the new features only
+    (FC-DenseNet's bottleneck and up path, whose input comes back through a skip)."""
 
     @field_validator("kernel_size")
     @classmethod
@@ -93,13 +96,12 @@ class DenseBlock(StagePart):
         layers = self.num_layers
         return layers * in_width + self.growth_rate * layers * (layers - 1) // 2
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         dims = spatial_dims(in_shape)
-        out_width = in_shape[0] + self.num_layers * self.growth_rate
+        out_width = (in_shape[0] if self.output == "all" else 0) + self.num_layers * self.growth_rate
         # Every width a norm sees is the block's input plus a multiple of the growth rate:
         # checking the first and the growth covers them all without a walk over the layers.
-        for width in (in_shape[0], self.growth_rate, self.bottleneck or self.growth_rate):
-            check_norm(self.norm, width, in_shape, path)
+        check_norm(self.norm, (in_shape[0], self.growth_rate, self.bottleneck or self.growth_rate), in_shape, path)
         # A layer's parameters are affine in the width it reads, so the block's sum
         # has a closed form: no walk over the layers.
         fixed = self.layer_params(0, dims)
@@ -119,15 +121,17 @@ class DenseBlock(StagePart):
         fixed = (stage_values(self.bottleneck) if self.bottleneck else 0) + (
             _MASK_VALUES * self.growth_rate if self.drop_rate > 0 else 0
         )
-        # The block's output concatenation is saved by the norm that reads it next.
-        output = stage.out_shape[0] * per_position
+        # The block's concatenation (its output, or the buffer a ``new`` output is a view of) is
+        # saved by the part that reads it next.
+        full_width = stage.in_shape[0] + self.num_layers * self.growth_rate
+        output = full_width * per_position
         if efficient:
             # Every feature map lives once, in the block's output (shared storage); backward
             # accumulates into the output's gradient in place, recomputes one layer at a time
             # from a contiguous copy of its input, and holds that copy's gradient and the
             # gradient through its norm as well (three widths).
             stored = 0
-            last_width = stage.out_shape[0] - self.growth_rate
+            last_width = full_width - self.growth_rate
             working = output + (stage_values(last_width) + 3 * last_width + fixed) * per_position
         else:
             # The output's gradient, and the gradients accumulated for each feature.
@@ -137,8 +141,10 @@ class DenseBlock(StagePart):
         return stored + output, working
 
     def box(self, stage: Stage) -> Box:
-        return Box(f"dense block {stage.number}", f"{self.num_layers} × {self.growth_rate}", "#f6dfc4",
+        new = ", new only" if self.output == "new" else ""
+        return Box(f"dense block {stage.number}", f"{self.num_layers} × {self.growth_rate}{new}", "#f6dfc4",
                    sketch_layers=self.num_layers)
 
     def depth_widths(self, stage: Stage) -> list[int]:
-        return [stage.in_shape[0] + (index + 1) * self.growth_rate for index in range(self.num_layers)]
+        widths = [stage.in_shape[0] + (index + 1) * self.growth_rate for index in range(self.num_layers)]
+        return [*widths[:-1], stage.out_shape[0]]

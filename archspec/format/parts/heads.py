@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from archspec.format.parts.base import INDEX_VALUES, Box, HeadPart, Shape, linear_params, spatial_dims, values
 from archspec.format.parts.vocabulary import (
@@ -14,6 +14,7 @@ from archspec.format.parts.vocabulary import (
     Norm,
     check_norm,
     keeps_output,
+    norm_act_values,
     norm_params,
 )
 
@@ -44,7 +45,7 @@ class _Head(HeadPart):
     drop_rate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     """Dropout probability before the output layer (timm's ``drop_rate``)."""
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         check_norm(self.norm, in_shape[0], in_shape, path)
         return (self.outputs,), norm_params(in_shape[0], self.norm) + linear_params(in_shape[0], self.outputs, True)
 
@@ -104,3 +105,53 @@ class RegressorHead(_Head):
 
     def box(self, stage: Stage) -> Box:
         return Box("regressor", f"{self.out_features} out", _COLOUR)
+
+
+class SegmentationHead(HeadPart):
+    """Per-position class scores at the input's resolution: an optional norm and activation,
+    then a ``kernel_size`` convolution to ``num_classes`` (FC-DenseNet's 1×1,
+    segmentation-models-pytorch's 3×3), named ``classifier``."""
+
+    inputs = frozenset({"signal", "image", "volume"})
+    output_name = "logits"
+    loss = "cross_entropy"
+    class_scores = True
+    pools = False
+    type: Literal["segmentation"]
+    """Tag: a per-position classification head."""
+    num_classes: PositiveInt
+    """Number of output classes (channels of the logits)."""
+    kernel_size: PositiveInt = 1
+    """Kernel of the output convolution (odd: padding keeps the size)."""
+    norm: Norm = "none"
+    """Normalisation before the output convolution (none in FC-DenseNet or a U-Net)."""
+    activation: Activation = "none"
+    """Activation before the output convolution."""
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, kernel_size: int) -> int:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
+        return kernel_size
+
+    @property
+    def outputs(self) -> int:
+        return self.num_classes
+
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
+        check_norm(self.norm, in_shape[0], in_shape, path)
+        dims = spatial_dims(in_shape)
+        params = norm_params(in_shape[0], self.norm)
+        return (self.num_classes, *in_shape[1:]), params + linear_params(in_shape[0], self.num_classes, True,
+                                                                         self.kernel_size, dims)
+
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
+        # The convolution saves its input; the norm its own; a non-in-place activation its input.
+        return (values(stage.in_shape) + norm_act_values(values(stage.in_shape), self.norm, self.activation)), 0
+
+    def box(self, stage: Stage) -> Box:
+        return Box("segmentation", f"{self.num_classes} classes per position", _COLOUR)
+
+    def depth_widths(self, stage: Stage) -> list[int]:
+        return []

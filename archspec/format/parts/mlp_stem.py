@@ -34,7 +34,7 @@ class MLPStem(StagePart):
     def layer_kind(self) -> str | None:
         return "linear"
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         widths = [in_shape[0], *self.hidden]
         return (widths[-1],), sum(linear_params(a, b, self.bias) for a, b in zip(widths, widths[1:]))
 

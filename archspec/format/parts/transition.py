@@ -97,7 +97,7 @@ class Transition(StagePart):
             return window(size, BLUR_TAPS, self.pool_size, BLUR_TAPS // 2)
         return size if self.pool == "none" else size // self.pool_size
 
-    def infer(self, in_shape: Shape, path: str) -> tuple[Shape, int]:
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
         out_width = self.out_width(in_shape[0])
         if out_width < 1:
             raise SpecError(
