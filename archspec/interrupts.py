@@ -138,10 +138,17 @@ def commit() -> None:
 def exit_status(status: int) -> int:
     """The command's exit status: ``128 + N`` if signal N ended it before it committed, else ``status``.
 
-    Prints the interrupt's one line when a signal decides the status. Later signals are ignored.
+    Prints the interrupt's one line when a signal decides the status. Later signals are ignored,
+    also while the interpreter shuts down (torch's and onnxruntime's teardown takes a while):
+    Python puts back the default action of a signal it handled at the end of its shutdown,
+    which would end a finished command by the signal, but leaves an ignored one ignored.
     """
     global _exiting
     _exiting = True
+    if _installed and threading.current_thread() is threading.main_thread():
+        for name in SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
     if _received is None or _committed:
         return status
     sys.stderr.write(message(_received) + "\n")
