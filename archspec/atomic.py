@@ -130,8 +130,9 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as error:  # a full disk or a vanished directory, mid-write
         raise SpecError(Problem(f"cannot write the file: {error.strerror}", file=str(target))) from None
     finally:
-        with interrupts.critical(), contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)  # gone already after a successful rename
+        with interrupts.critical():
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)  # gone already after a successful rename
             _temporaries.discard(temporary)
 
 
