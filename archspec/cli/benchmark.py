@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 import archspec
-from archspec.cli.export import _progress
+from archspec import VerificationError
+from archspec.cli.export import EXIT_VERIFICATION_FAILED, _progress
 from archspec.cli.options import overrides_option, spec_argument
 
 
@@ -33,8 +35,16 @@ def command(spec: str, formats: str | None, weights: str | None, precision: str,
     """Write SPEC in every format this machine can run, verify each, and time it."""
     names = tuple(name.strip() for name in (formats or "").split(",") if name.strip())
     with _progress() as progress:
-        report = archspec.benchmark(spec, formats=names, overrides=overrides, weights=weights, precision=precision,
-                                    batch_size=batch_size, rounds=rounds, progress=progress)
+        try:
+            report = archspec.benchmark(spec, formats=names, overrides=overrides, weights=weights,
+                                        precision=precision, batch_size=batch_size, rounds=rounds, progress=progress)
+        except VerificationError as error:
+            failure: VerificationError | None = error
+        else:
+            failure = None
+    if failure is not None:
+        click.echo(f"error: {failure}", err=True)
+        sys.exit(EXIT_VERIFICATION_FAILED)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return

@@ -35,7 +35,13 @@ def dynamic_shapes(dynamic: Mapping[int, str], max_batch: int | None = None) -> 
 def exported(module: nn.Module, example: torch.Tensor, dynamic: Mapping[int, str],
              max_batch: int | None = None) -> torch.export.ExportedProgram:
     """The module's program: every free axis of ``dynamic`` left free unless the network fixes it."""
-    return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(dynamic, max_batch), strict=False)
+    from torch.fx.experimental import _config
+
+    # Size-oblivious: no guard that a free size is not 1. Without it, a tutorial exported at 96×96
+    # refused 72×60, where the last feature map is 1 wide ("... // 2 != 1").
+    with _config.patch(backed_size_oblivious=True):
+        return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(dynamic, max_batch),
+                                   strict=False)
 
 
 def write(module: nn.Module, example: torch.Tensor, out: Path, *, precision: str, dynamic: Mapping[int, str],
