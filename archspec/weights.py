@@ -461,11 +461,12 @@ def key_problems(expected: Mapping[str, tuple[int, ...]], renamed: Renamed, file
     state = renamed.state
     missing = [key for key in expected if key not in state and not key.endswith("num_batches_tracked")]
     unexpected = [shown_key(renamed.file_names[key]) for key in state if key not in expected]
-    mismatched = [
-        f"{shown_key(renamed.file_names[key])} (file {_dims(value.shape)}, model {_dims(expected[key])})"
-        for key, value in state.items()
-        if key in expected and tuple(value.shape) != tuple(expected[key])
-    ]
+    mismatched_keys = [key for key, value in state.items()
+                       if key in expected and tuple(value.shape) != tuple(expected[key])]
+    mismatched = [f"{shown_key(renamed.file_names[key])} (file {_dims(state[key].shape)}, model {_dims(expected[key])})"
+                  for key in mismatched_keys]
+    if mismatched_keys and all(_in_head(key) for key in mismatched_keys):
+        mismatched[-1] += "; to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)"
     return [
         Problem(_listed(one, many, items), file=file)
         for one, many, items in (
@@ -589,7 +590,7 @@ def load_weights(model: nn.Module, path: str | Path, *, skip_head: bool = False)
     """
     kept = {key: value for key, value in model.state_dict().items() if not (skip_head and _in_head(key))}
     renamed = remap_keys(_read(path, _budget(kept)))
-    skipped = sorted(renamed.file_names[key] for key in renamed.state if skip_head and _in_head(key))
+    skipped = [renamed.file_names[key] for key in renamed.state if skip_head and _in_head(key)]
     if skip_head:
         renamed = Renamed(renamed.key_map, {key: value for key, value in renamed.state.items() if not _in_head(key)},
                           renamed.file_names, renamed.clashes)

@@ -119,6 +119,6 @@ def test_mlp_weights_for_another_head_are_refused(tmp_path: Path, suffix: str, m
     before = {key: value.clone() for key, value in model.state_dict().items()}
     with pytest.raises(archspec.SpecError) as caught:
         archspec.load_weights(model, path)
-    assert str(caught.value) == f"{path}: 2 shape mismatches: {mismatches}"
+    assert str(caught.value) == f"{path}: 2 shape mismatches: {mismatches}; to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)"
     changed = [key for key, value in model.state_dict().items() if not torch.equal(value, before[key])]
     assert changed == [], "a refused file leaves the network as it was"

@@ -143,7 +143,7 @@ def test_export_safetensors_for_another_head_exit_2(tmp_path: Path) -> None:
                      "--provider", "cpu")
     assert (result.exit_code, result.output) == (2, (
         f"{weights}: 2 shape mismatches: regressor.bias (file (3), model (1)), "
-        "regressor.weight (file (3, 608), model (1, 608))\n"))
+        "regressor.weight (file (3, 608), model (1, 608)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)\n"))
     assert _listing(tmp_path) == ["three.safetensors"]
 
 
@@ -179,4 +179,4 @@ def test_build_summary_with_mismatched_weights_prints_no_table(tmp_path: Path) -
     result = _invoke("build", TUTORIAL, "--summary", "--weights", str(weights))
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"{weights}: 2 shape mismatches: classifier.weight (file (5, 248), model (10, 248)), "
-                             "classifier.bias (file (5), model (10))\n")
+                             "classifier.bias (file (5), model (10)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)\n")

@@ -305,7 +305,7 @@ def test_bad_weights_exit_2_with_diff(tutorial, tmp_path):
     assert result.exit_code == 2
     assert result.output == (
         f"{weights}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
-        "classifier.bias (file (10), model (5))\n"
+        "classifier.bias (file (10), model (5)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)\n"
     )
     assert _listing(tmp_path) == []
 

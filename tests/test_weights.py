@@ -93,7 +93,7 @@ def test_wrong_shapes_refused_with_diff(tmp_path, tutorial_state):
     # classifier reads 248 features (tutorial.yaml: last block width); 5 classes instead of 10
     assert _refusal(path, overrides=("head.num_classes=5",)) == [
         f"{path}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
-        "classifier.bias (file (10), model (5))"
+        "classifier.bias (file (10), model (5)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)"
     ]
 
 
@@ -202,15 +202,24 @@ def test_build_cli_weights(tmp_path, tutorial_state):
     runner = CliRunner()
     ok = runner.invoke(main, ["build", str(TUTORIAL), "--weights", str(tmp_path / "w.pt")])
     assert ok.exit_code == 0, ok.output
-    # tutorial.yaml: 758,226 parameters, 10 classes
-    assert ok.output == "tutorial: 758,226 parameters, input (1, 1, 96, 96) -> output (1, 10)\n"
+    # tutorial.yaml: 758,226 parameters in 147 tensors (with the norms' statistics), 10 classes
+    assert ok.output == (f"loaded {tmp_path / 'w.pt'}: 147 tensors, 758,226 parameters\n"
+                         "tutorial: 758,226 parameters, input (1, 1, 96, 96) -> output (1, 10)\n")
+
+    fine_tuned = runner.invoke(main, ["build", str(TUTORIAL), "--set", "head.num_classes=5", "--weights",
+                                      str(tmp_path / "w.pt"), "--skip-head"])
+    assert (fine_tuned.exit_code, fine_tuned.output) == (0, (
+        f"loaded {tmp_path / 'w.pt'}: 145 tensors, 755,736 parameters\n"  # less the 248×10 + 10 of the head
+        "skipped the file's classifier.weight, classifier.bias; classifier.weight, classifier.bias stay "
+        "freshly initialised\n"
+        "tutorial: 756,981 parameters, input (1, 1, 96, 96) -> output (1, 5)\n"))  # 248×5 + 5 fresh
 
     bad = runner.invoke(main, ["build", str(TUTORIAL), "--set", "head.num_classes=5",
                                "--weights", str(tmp_path / "w.pt")])
     assert bad.exit_code == 2
     assert bad.output == (
         f"{tmp_path / 'w.pt'}: 2 shape mismatches: classifier.weight (file (10, 248), model (5, 248)), "
-        "classifier.bias (file (10), model (5))\n"
+        "classifier.bias (file (10), model (5)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)\n"
     )
 
 
@@ -265,7 +274,8 @@ def test_other_libraries_checkpoints_load_through_the_cli(tmp_path, name):
     result = CliRunner().invoke(main, ["build", str(spec), "--weights", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
     # densenet121.yaml: 7,978,856 parameters (torchvision), 1000 classes
-    assert result.output == "densenet121: 7,978,856 parameters, input (1, 3, 224, 224) -> output (1, 1000)\n"
+    assert result.output == (f"loaded {tmp_path / 'w.pt'}: 727 tensors, 7,978,856 parameters\n"
+                             "densenet121: 7,978,856 parameters, input (1, 3, 224, 224) -> output (1, 1000)\n")
 
 
 def test_monai_3d_checkpoint_loads_through_the_cli(tmp_path):
@@ -274,7 +284,8 @@ def test_monai_3d_checkpoint_loads_through_the_cli(tmp_path):
     result = CliRunner().invoke(main, ["build", str(MONAI_3D), "--weights", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
     # MONAI's DenseNet121(spatial_dims=3, in_channels=1, out_channels=2): 11,244,674 parameters
-    assert result.output == "densenet121_3d: 11,244,674 parameters, input (1, 1, 96, 96, 96) -> output (1, 2)\n"
+    assert result.output == (f"loaded {tmp_path / 'w.pt'}: 727 tensors, 11,244,674 parameters\n"
+                             "densenet121_3d: 11,244,674 parameters, input (1, 1, 96, 96, 96) -> output (1, 2)\n")
 
 
 def test_key_map_is_chosen_by_the_keys():
@@ -310,7 +321,7 @@ def test_monai_diff_names_keys_as_the_file_does(tmp_path):
         f"{path}: 1 missing key: features.denseblock4.denselayer16.conv2.weight",
         f"{path}: 1 unexpected key: class_layers.extra.weight",
         f"{path}: 2 shape mismatches: class_layers.out.weight (file (1000, 1024), model (10, 1024)), "
-        "class_layers.out.bias (file (1000), model (10))",
+        "class_layers.out.bias (file (1000), model (10)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)",
         f"{path}: keys read as MONAI's names and renamed to torchvision's",
     ]
 
