@@ -44,6 +44,8 @@ from archspec.builder import build_module
 from archspec.errors import Problem, SpecError
 from archspec.format.load import load_spec
 from archspec.format.parts import DenseBlock
+from archspec.format.parts.unet_block import UNetBlock
+from archspec.format.parts.upsampling import TransitionUp
 from archspec.format.schema import Spec
 from archspec.format.shapes import static_pass
 from archspec.weights import Renamed, key_problems, read_headers, remap_keys, renaming_note, shown_key
@@ -57,6 +59,10 @@ _MODULES: tuple[tuple[str, re.Pattern[str]], ...] = (
                          r"\.(?P<module>(?:norm|conv|linear)[12]?)$")),
     ("transition", re.compile(r"^features\.transition(?P<index>\d{1,6})\.(?P<module>norm|conv|linear)$")),
     ("head", re.compile(r"^(?P<module>classifier|regressor)$")),
+    # Segmentation: FC-DenseNet's transposed convolutions, U-Net decoder blocks (segmentation-models-pytorch's
+    # ``conv1``/``conv2``, each a convolution ``.0`` and its norm ``.1``).
+    ("up", re.compile(r"^features\.transitionup(?P<index>\d{1,6})$")),
+    ("decoder", re.compile(r"^features\.decoderblock(?P<index>\d{1,6})\.(?P<module>conv[12]\.[01])$")),
 )
 _SPATIAL = {1: "signal", 2: "image", 3: "volume"}
 # Input sizes a checkpoint cannot tell: ImageNet's 224×224, a 96³ patch (MONAI's examples),
@@ -88,6 +94,8 @@ class _Modules:
     blocks: dict[int, dict[int, dict[str, Tensors]]] = field(default_factory=dict)
     transitions: dict[int, dict[str, Tensors]] = field(default_factory=dict)
     heads: dict[str, Tensors] = field(default_factory=dict)
+    ups: dict[int, Tensors] = field(default_factory=dict)
+    decoders: dict[int, dict[str, Tensors]] = field(default_factory=dict)
 
 
 def _sort_modules(renamed: Renamed, file: str | None) -> _Modules:
@@ -114,6 +122,10 @@ def _sort_modules(renamed: Renamed, file: str | None) -> _Modules:
             layer.setdefault(found["module"], {})[tensor] = shape
         elif role == "transition":
             modules.transitions.setdefault(int(found["index"]), {}).setdefault(found["module"], {})[tensor] = shape
+        elif role == "up":
+            modules.ups.setdefault(int(found["index"]), {})[tensor] = shape
+        elif role == "decoder":
+            modules.decoders.setdefault(int(found["index"]), {}).setdefault(found["module"], {})[tensor] = shape
         else:
             modules.heads.setdefault(found["module"], {})[tensor] = shape
     if strangers:
@@ -352,6 +364,24 @@ def _norm_field(norm: _Norm, default: _Norm) -> dict[str, Any]:
     return {} if norm.kind == default.kind else {"norm": norm.kind}
 
 
+def _block_line(part: _Block, defaults: _Line, first: _Block, guesses: _Guesses, where: str,
+                **extra: Any) -> _Line:
+    """A dense block's line: the fields where it differs from ``defaults``."""
+    guesses.add(where, _norm_guess(part.norm) if part.norm != first.norm else None)
+    fields = {key: value for key, value in part.fields.items() if value != defaults.fields.get(key, _DEFAULT_KERNEL)}
+    layer = {} if "kernel_size" in part.fields else {"layer": "linear"}
+    return _Line({"type": "dense_block", "num_layers": part.num_layers, **layer, **fields,
+                  **_norm_field(part.norm, first.norm), **extra})
+
+
+def _transition_line(part: _Transition, first: _Block, guesses: _Guesses, where: str, **pool: Any) -> _Line:
+    """A transition's line, with what its shapes cannot tell (pooling, dropout) from ``pool``."""
+    guesses.add(where, _norm_guess(part.norm) if part.norm != first.norm else None)
+    layer = {"layer": pool.pop("layer")} if "layer" in pool else {}
+    return _Line({"type": "transition", **_compression(part.in_width, part.out_width), **layer,
+                  **({"bias": True} if part.bias else {}), **_norm_field(part.norm, first.norm), **pool})
+
+
 def _recover(renamed: Renamed, file: str | None) -> _Recovered:
     modules = _sort_modules(renamed, file)
     dims, channels, stem, stem_width, stem_guess = _stem(modules, file)
@@ -361,7 +391,6 @@ def _recover(renamed: Renamed, file: str | None) -> _Recovered:
               for number, layers in enumerate(_numbered(modules.blocks, "features.denseblock", 1, file), 1)]
     transitions = [_transition(number, parts, dims, file)
                    for number, parts in enumerate(_numbered(modules.transitions, "features.transition", 1, file), 1)]
-    order = _chain(blocks, transitions, stem_width, file)
 
     guesses = _Guesses()
     guesses.add("stem", stem_guess)
@@ -381,31 +410,187 @@ def _recover(renamed: Renamed, file: str | None) -> _Recovered:
             guesses.add("stem", _norm_guess(stem_norm) if stem_norm != first.norm else None)
     guesses.add("defaults", "activation relu (an activation leaves no trace)")
     guesses.add("defaults", _norm_guess(first.norm))
-    layer = {} if dims else {"layer": "linear"}
+    stem_norms = 0 if stem.fields["type"] == "mlp_stem" else len(modules.stem)
+    if modules.ups or modules.decoders:
+        head, head_width = _segmentation_head(modules, dims, file)
+        if modules.ups and modules.decoders:
+            raise _refuse("cannot describe this DenseNet: it has both transitions up (FC-DenseNet's) and "
+                          "decoder blocks (a U-Net's)", file)
+        if modules.ups:
+            body = _fc_densenet(modules, blocks, transitions, stem_width, head_width, dims, defaults, guesses, file)
+        else:
+            body = _unet(modules, blocks, transitions, stem_width, stem_norms, dims, defaults, guesses, file)
+        return _Recovered(dims, channels, stem, stem_width, defaults, body, head, guesses)
+
+    order = _chain(blocks, transitions, stem_width, file)
     body = []
     for index, part in enumerate(order):
         where = f"body[{index}]"
-        norm_fields = _norm_field(part.norm, first.norm)
-        guesses.add(where, _norm_guess(part.norm) if part.norm != first.norm else None)
         if isinstance(part, _Block):
-            fields = {key: value for key, value in part.fields.items()
-                      if value != defaults.fields.get(key, _DEFAULT_KERNEL)}
-            body.append(_Line({"type": "dense_block", "num_layers": part.num_layers, **layer, **fields,
-                               **norm_fields}))
+            body.append(_block_line(part, defaults, first, guesses, where))
         elif dims:
-            body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width),
-                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "avg",
-                               "pool_size": 2}))
+            body.append(_transition_line(part, first, guesses, where, pool="avg", pool_size=2))
             guesses.add(where, "pool avg, pool_size 2 (a pool leaves no trace)")
         else:
-            body.append(_Line({"type": "transition", **_compression(part.in_width, part.out_width), **layer,
-                               **({"bias": True} if part.bias else {}), **norm_fields, "pool": "none",
-                               "post_activation": "relu"}))
+            body.append(_transition_line(part, first, guesses, where, layer="linear", pool="none",
+                                         post_activation="relu"))
             guesses.add(where, "post_activation relu (seed 001's MLP transitions end in ReLU)")
-    stem_norms = 0 if stem.fields["type"] == "mlp_stem" else len(modules.stem)
     head = _head(modules, _head_norm(modules, stem_norms, dims, file), dims, first.norm, guesses, file)
     guesses.add("everywhere", "drop_rate 0.0 (dropout leaves no trace, and eval mode skips it)")
     return _Recovered(dims, channels, stem, stem_width, defaults, body, head, guesses)
+
+
+def _segmentation_head(modules: _Modules, dims: int, file: str | None) -> tuple[_Line, int]:
+    """The per-position classifier's line and the width it reads."""
+    if set(modules.heads) != {"classifier"}:
+        found = " and ".join(sorted(modules.heads)) or "none"
+        raise _refuse(f"not a segmentation checkpoint: needs one output convolution, classifier "
+                      f"(segmentation-models-pytorch's segmentation_head.0); found {found}", file)
+    shape = _weight(modules.heads["classifier"], "classifier", (dims + 2,), file)
+    return (_Line({"type": "segmentation", "num_classes": shape[0], "kernel_size": _kernel(shape, "classifier", file)}),
+            shape[1])
+
+
+def _width_check(reader: str, reads: int, writer: str, gives: int, file: str | None) -> None:
+    if reads != gives:
+        raise _refuse(f"cannot describe this DenseNet: {writer} gives {gives} channels, but {reader} reads {reads}",
+                      file)
+
+
+@dataclass(frozen=True)
+class _Up:
+    """A transposed convolution of FC-DenseNet's way up: ``weight`` is ``(in, out, k, k…)``."""
+
+    number: int
+    in_width: int
+    out_width: int
+    kernel: int
+    bias: bool
+
+
+def _up(number: int, tensors: Tensors, dims: int, file: str | None) -> _Up:
+    where = f"features.transitionup{number}"
+    shape = _weight(tensors, where, (dims + 2,), file)
+    return _Up(number, shape[0], shape[1], _kernel(shape, where, file), "bias" in tensors)
+
+
+_FC_DROP_RATE = 0.2  # FC-DenseNet's dropout after every dense layer and transition down (Jégou et al.)
+_UP_KERNEL = TransitionUp.model_fields["kernel_size"].default
+_UP_SCALE = TransitionUp.model_fields["scale"].default
+
+
+def _fc_densenet(modules: _Modules, blocks: list[_Block], transitions: list[_Transition], width: int,
+                 head_width: int, dims: int, defaults: _Line, guesses: _Guesses, file: str | None) -> list[_Line]:
+    """FC-DenseNet's body: ``D`` blocks each followed by a transition down, a bottleneck block, then
+    ``D`` times a transposed convolution of the block below, the skip of the matching down block and
+    a dense block. Whether a block outputs its new features only is read from the width its reader takes."""
+    ups = [_up(number, tensors, dims, file)
+           for number, tensors in enumerate(_numbered(modules.ups, "features.transitionup", 1, file), 1)]
+    downs = len(transitions)
+    if len(ups) != downs or len(blocks) != 2 * downs + 1:
+        raise _refuse(f"cannot describe this FC-DenseNet: {len(blocks)} dense blocks, {downs} transitions down "
+                      f"and {len(ups)} up, where one up for each down and 2 × {downs} + 1 = {2 * downs + 1} "
+                      "dense blocks are expected", file)
+    first = blocks[0]
+    defaults.fields["drop_rate"] = _FC_DROP_RATE
+    body: list[_Line] = []
+    skips: list[tuple[str, int]] = []  # the down blocks' outputs, read on the way up in reverse
+    writer = "the stem"
+    for index, block in enumerate(blocks):
+        name = f"features.denseblock{block.number}"
+        _width_check(name, block.in_width, writer, width, file)
+        where = f"body[{len(body)}]"
+        if index < downs:
+            body.append(_block_line(block, defaults, first, guesses, where))
+            skips.append((where, block.out_width))
+            transition = transitions[index]
+            _width_check(f"features.transition{transition.number}", transition.in_width, name, block.out_width, file)
+            where = f"body[{len(body)}]"
+            body.append(_transition_line(transition, first, guesses, where, drop_rate=_FC_DROP_RATE, pool="max"))
+            guesses.add(where, "pool max (FC-DenseNet's 2×2 max pool; a pool leaves no trace)")
+            width, writer = transition.out_width, f"features.transition{transition.number}"
+            continue
+        up = ups[index - downs] if index < 2 * downs else None
+        reader, reads = (f"features.transitionup{up.number}", up.in_width) if up else ("classifier", head_width)
+        new = block.num_layers * block.fields["growth_rate"]
+        if reads not in (new, block.out_width):
+            raise _refuse(f"cannot describe this FC-DenseNet: {reader} reads {reads} channels, but {name} gives "
+                          f"{block.out_width} (input and new features) or {new} (new features only)", file)
+        body.append(_block_line(block, defaults, first, guesses, where, **({"output": "new"} if reads == new else {})))
+        if up is None:
+            break
+        where = f"body[{len(body)}]"
+        body.append(_Line({"type": "transition_up", **({"out_channels": up.out_width} if up.out_width != reads else {}),
+                           **({"kernel_size": up.kernel} if up.kernel != _UP_KERNEL else {}),
+                           **({} if up.bias else {"bias": False})}))
+        guesses.add(where, f"scale {_UP_SCALE}, padding 0 (FC-DenseNet's unpadded transposed convolution of "
+                           "stride 2; stride and padding leave no trace)")
+        skip, skip_width = skips.pop()
+        # An unpadded transposed convolution of stride 2 and kernel ≥ 2 gives a row or more than the
+        # skip has (2n - 2 + k): its centre is kept, as the authors' code crops it.
+        fit = "crop" if up.kernel >= _UP_SCALE else "pad"
+        where = f"body[{len(body)}]"
+        body.append(_Line({"type": "concat", "skip": skip, "fit": fit}))
+        guesses.add(where, f"fit {fit} (how the skip's size is met leaves no trace)")
+        width, writer = up.out_width + skip_width, f"features.transitionup{up.number} and the skip {skip}"
+    guesses.add("everywhere", f"drop_rate {_FC_DROP_RATE} (FC-DenseNet's; dropout leaves no trace, and eval "
+                              "mode skips it)")
+    return body
+
+
+_UNET_KERNEL = UNetBlock.model_fields["kernel_size"].default
+
+
+def _unet(modules: _Modules, blocks: list[_Block], transitions: list[_Transition], width: int, stem_norms: int,
+          dims: int, defaults: _Line, guesses: _Guesses, file: str | None) -> list[_Line]:
+    """A DenseNet encoder (its final norm a ``norm`` part) and U-Net decoder blocks, which read the
+    stem's activation and each transition's (before its projection) on the way up, as
+    segmentation-models-pytorch's DenseNet encoder gives them, deepest first."""
+    first = blocks[0]
+    body: list[_Line] = []
+    taps = ["stem.activation"]
+    for index, part in enumerate(_chain(blocks, transitions, width, file)):
+        where = f"body[{index}]"
+        if isinstance(part, _Block):
+            body.append(_block_line(part, defaults, first, guesses, where))
+        else:
+            body.append(_transition_line(part, first, guesses, where, pool="avg", pool_size=2))
+            guesses.add(where, "pool avg, pool_size 2 (a pool leaves no trace)")
+            taps.append(f"{where}.activation")
+    norms = sorted(index for index in modules.norms if index >= stem_norms)
+    if len(norms) > 1:
+        raise _refuse(f"cannot describe this U-Net: {len(norms)} norms after the encoder's stem "
+                      f"(features.norm{norms[0]}, features.norm{norms[1]}), one expected", file)
+    if norms:
+        norm = _norm(modules.norms[norms[0]], dims)
+        where = f"body[{len(body)}]"
+        guesses.add(where, _norm_guess(norm) if norm != first.norm else None)
+        body.append(_Line({"type": "norm", **_norm_field(norm, first.norm)}))
+        guesses.add(where, "activation none (segmentation-models-pytorch's encoder ends at norm5, without "
+                           "ReLU; an activation leaves no trace)")
+    decoders = _numbered(modules.decoders, "features.decoderblock", 1, file)
+    if len(decoders) != len(taps) + 1:
+        # segmentation-models-pytorch keeps its whole DenseNet encoder at every encoder_depth, and
+        # runs only the part a shallower decoder reads: the rest is in the checkpoint, never used.
+        raise _refuse(f"cannot describe this U-Net: its {len(decoders)} decoder blocks read the encoder at depth "
+                      f"{len(decoders)} (encoder_depth={len(decoders)}), but the checkpoint holds the encoder's "
+                      f"modules to depth {len(taps) + 1}, which its forward never runs; a spec's decoder starts "
+                      f"where its encoder ends (encoder_depth={len(taps) + 1})", file)
+    for number, decoder in enumerate(decoders, 1):
+        where = f"features.decoderblock{number}"
+        shape = _weight(decoder.get("conv1.0"), f"{where}.conv1.0", (dims + 2,), file)
+        kernel = _kernel(shape, f"{where}.conv1.0", file)
+        norm = _norm(decoder.get("conv1.1"), dims)
+        at = f"body[{len(body)}]"
+        guesses.add(at, _norm_guess(norm) if norm != first.norm else None)
+        skip = {"skip": taps.pop()} if taps else {}
+        body.append(_Line({"type": "unet_block", **skip, "out_channels": shape[0],
+                           **({"kernel_size": kernel} if kernel != _UNET_KERNEL else {}),
+                           **_norm_field(norm, first.norm)}))
+        guesses.add(at, "mode nearest (segmentation-models-pytorch's default decoder_interpolation; "
+                        "interpolation leaves no trace)")
+    guesses.add("everywhere", "drop_rate 0.0 (dropout leaves no trace, and eval mode skips it)")
+    return body
 
 
 def _head_norm(modules: _Modules, stem_norms: int, dims: int, file: str | None) -> _Norm:
