@@ -207,12 +207,17 @@ class DenseLayer(nn.Sequential):
         recomputing the layer from ``x`` in training mode.
 
         The last convolution's forward is not rerun: its output already sits in the block's
-        buffer, and its backward needs only its input (``_ConvolutionBackward``). With dropout
-        after it (or a Linear, for feature vectors) the whole layer is rerun.
+        buffer, and its backward needs only its input (``_ConvolutionBackward``). Dropout after
+        it is redrawn on a zero stand-in of the convolution's output, from the generator state
+        the caller replays: on the CPU torch's dropout multiplies by a noise tensor drawn from
+        the shape alone, so the mask, and the backward's ``grad * noise``, are the forward's.
+        On other devices (a fused kernel whose draws may follow the input's layout), or for a
+        Linear (feature vectors), the whole layer is rerun.
         """
         projection = self[-1]
+        replay_dropout = self.drop_rate == 0 or x.device.type == "cpu"
         with torch.enable_grad():
-            if self.drop_rate > 0 or not isinstance(projection, nn.modules.conv._ConvNd):
+            if not (replay_dropout and isinstance(projection, nn.modules.conv._ConvNd)):
                 new = self.new_features(x)
             else:
                 before = x
@@ -220,20 +225,25 @@ class DenseLayer(nn.Sequential):
                     before = module(before)
                 # No name keeps the projection's input alive: it is freed as soon as the
                 # backward pass is through the activation before it.
-                new = _ConvolutionBackward.apply(before, projection.weight, projection.bias, projection, grad_new.shape)
+                new = _ConvolutionBackward.apply(before, projection.weight, projection.bias, projection, grad_new.shape,
+                                                 self.drop_rate > 0)
+                if self.drop_rate > 0:
+                    new = F.dropout(new, p=self.drop_rate, training=True)
         return torch.autograd.grad(new, [x, *self.parameters()], grad_new, allow_unused=True)
 
 
 class _ConvolutionBackward(torch.autograd.Function):
     """A convolution whose forward is skipped (it returns a stand-in of the output's shape) and
     whose backward is the aten kernel autograd runs for ``conv(input)``, so gradients are
-    bit-identical to the convolution's own."""
+    bit-identical to the convolution's own. The stand-in is a broadcast zero, or, with
+    ``dense`` (dropout is redrawn on it), a contiguous one laid out as the convolution's output."""
 
     @staticmethod
-    def forward(ctx, input: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Module, shape: torch.Size) -> Tensor:
+    def forward(ctx, input: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Module, shape: torch.Size,
+                dense: bool = False) -> Tensor:
         ctx.conv, ctx.has_bias = conv, bias is not None
         ctx.save_for_backward(input, weight)
-        return input.new_zeros(()).expand(shape)
+        return input.new_zeros(shape) if dense else input.new_zeros(()).expand(shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -243,7 +253,7 @@ class _ConvolutionBackward(torch.autograd.Function):
             grad, input, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
             conv.dilation, False, [0] * len(conv.stride), conv.groups, [True, True, ctx.has_bias],
         )
-        return grad_input, grad_weight, grad_bias, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None
 
 
 class _SharedStorage(torch.autograd.Function):

@@ -28,11 +28,14 @@ TARGET_VS_TORCHVISION = 0.42
 TARGET_TIME = 1.25
 
 
-def _model(mode: str, size: str):
+def _model(mode: str, size: str, spec: str, resolution: int):
     import torchvision
 
     import archspec
 
+    efficient = "true" if mode == "archspec" else "false"
+    if spec != "-":  # another spec (segmentation_memory.py): archspec's two modes only
+        return archspec.build(spec, overrides=(*_resized(spec, resolution), f"defaults.memory_efficient={efficient}"))
     if size == "smoke":
         # A four-block bottleneck DenseNet small enough for a smoke test.
         overrides = tuple(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6))
@@ -41,21 +44,24 @@ def _model(mode: str, size: str):
     if mode == "torchvision":
         config = (2, 2, 2, 2) if size == "smoke" else (6, 12, 24, 16)
         return torchvision.models.DenseNet(32, config, 64, memory_efficient=True)
-    efficient = "true" if mode == "archspec" else "false"
     return archspec.build(SPECS / "densenet121.yaml", overrides=(*overrides, f"defaults.memory_efficient={efficient}"))
 
 
-def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict[str, float]:
-    """Train ``steps`` SGD steps of one mode; peak memory above the start, median step time."""
+def child(mode: str, batch: int, resolution: int, steps: int, size: str, spec: str = "-") -> dict[str, float]:
+    """Train ``steps`` SGD steps of one mode; peak memory above the start, median step time.
+
+    ``spec``: a spec file to train instead of DenseNet-121 (``-``), at ``resolution``; a
+    network with per-position outputs (segmentation) gets a label per position."""
     import torch
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    model = _model(mode, size).to(device).train()
+    model = _model(mode, size, spec, resolution).to(device).train()
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01)
-    images = torch.randn(batch, 3, resolution, resolution, device=device)
-    labels = torch.randint(0, 1000, (batch,), device=device)
+    images = torch.randn(batch, *_input_shape(spec, resolution), device=device)
+    classes, positions = _output_shape(spec, resolution)
+    labels = torch.randint(0, classes, (batch, *positions), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
     if cuda:
         torch.cuda.synchronize()
@@ -81,6 +87,30 @@ def child(mode: str, batch: int, resolution: int, steps: int, size: str) -> dict
     return {"peak_bytes": peak, "step_s": statistics.median(timed), "cuda": cuda}
 
 
+def _resized(spec: str, resolution: int) -> tuple[str, ...]:
+    """Overrides that give a spec's image input ``resolution``×``resolution``."""
+    return (f"input.height={resolution}", f"input.width={resolution}")
+
+
+def _input_shape(spec: str, resolution: int) -> tuple[int, ...]:
+    """One sample's shape: DenseNet-121's image, or the spec's own, at ``resolution``."""
+    if spec == "-":
+        return (3, resolution, resolution)
+    import archspec
+
+    return archspec.static_pass(archspec.load_spec(spec, _resized(spec, resolution))).input_shape
+
+
+def _output_shape(spec: str, resolution: int) -> tuple[int, tuple[int, ...]]:
+    """Classes, and the positions that each get a label (none for a pooled classifier)."""
+    if spec == "-":
+        return 1000, ()
+    import archspec
+
+    out = archspec.static_pass(archspec.load_spec(spec, _resized(spec, resolution))).out_shape
+    return out[0], tuple(out[1:])  # (classes,) or (classes, *spatial)
+
+
 # glibc keeps freed blocks below its (self-raising, up to 32 MiB) mmap threshold in the
 # heap, so RSS counts allocator leftovers; a fixed 128 KiB threshold makes RSS follow the
 # live tensors (the CPU counterpart of CUDA's max_memory_allocated), but turns every
@@ -102,12 +132,13 @@ def _measure(mode: str, settings: tuple, environment: dict[str, str]) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def _alternating(settings: tuple, environment: dict[str, str], rounds: int) -> dict[str, dict]:
+def _alternating(settings: tuple, environment: dict[str, str], rounds: int,
+                 modes: tuple[str, ...] = MODES) -> dict[str, dict]:
     """Each mode measured ``rounds`` times, the modes taking turns, so that a busy spell of the
     machine slows every mode alike; the median step time and peak of each mode."""
-    runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     for _ in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             runs[mode].append(_measure(mode, settings, environment))
     return {
         mode: {"peak_bytes": statistics.median(r["peak_bytes"] for r in results),
@@ -116,15 +147,24 @@ def _alternating(settings: tuple, environment: dict[str, str], rounds: int) -> d
     }
 
 
-def run(*, smoke: bool) -> list[str]:
+def measured(settings: tuple, rounds: int, modes: tuple[str, ...] = MODES) -> tuple[dict[str, dict], bool]:
+    """Every mode under each allocator setting (CUDA's statistics alone on a GPU), and whether on CUDA.
+
+    ``settings``: batch, resolution, steps, size (``smoke``/``full``) and spec file (``-``:
+    DenseNet-121), as ``child`` takes them."""
     import torch
 
-    batch, resolution, steps, size = settings = (2, 64, 2, "smoke") if smoke else (16, 224, 4, "full")
-    rounds = 1 if smoke else 3
     # On a GPU the caching allocator's statistics are the live memory, whatever glibc does.
     cuda = torch.cuda.is_available()
     allocators = {"CUDA max_memory_allocated": {}} if cuda else ALLOCATORS
-    results = {allocator: _alternating(settings, environment, rounds) for allocator, environment in allocators.items()}
+    return {allocator: _alternating(settings, environment, rounds, modes)
+            for allocator, environment in allocators.items()}, cuda
+
+
+def run(*, smoke: bool) -> list[str]:
+    batch, resolution, steps, size, _ = settings = (2, 64, 2, "smoke", "-") if smoke else (16, 224, 4, "full", "-")
+    rounds = 1 if smoke else 3
+    results, cuda = measured(settings, rounds)
     live = next(iter(results.values()))
     timed = live if cuda else results["glibc default malloc"]
     lines = [f"training step, DenseNet-121{' (2 layers per block)' if smoke else ''}, "
@@ -164,7 +204,7 @@ def _memory_line(label: str, ours: dict, theirs: dict, target: float | None) -> 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        mode, batch, resolution, steps, size = sys.argv[2:7]
-        print(json.dumps(child(mode, int(batch), int(resolution), int(steps), size)))
+        mode, batch, resolution, steps, size, spec = sys.argv[2:8]
+        print(json.dumps(child(mode, int(batch), int(resolution), int(steps), size, spec)))
     else:
         main(run, __doc__)
