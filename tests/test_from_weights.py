@@ -6,6 +6,7 @@ from pathlib import Path
 
 import monai
 import pytest
+import segmentation_models_pytorch as smp
 import timm
 import torch
 import torchvision
@@ -62,10 +63,21 @@ SLOW_SPECS = {"densenet161.yaml", "densenet169.yaml", "densenet201.yaml", "dense
 # bottleneck layers; 15,324,406 parameters (the paper's Table 2: 15.3M).
 PAPER_BC_250 = ("stem.out_channels=48", "defaults.growth_rate=24", "body[0].num_layers=41",
                 "body[2].num_layers=41", "body[4].num_layers=41")
+# FC-DenseNets that no reference spec is: another growth rate, stem and class count, blocks of
+# different sizes down and up (the bottleneck body[10], up blocks body[13], body[25]); in 3D, a
+# bottleneck (body[8]) and an up block (body[14]) that pass their input on with their new features.
+FC_DENSENET_VARIANTS = ("defaults.growth_rate=6", "stem.out_channels=10", "head.num_classes=4", "body[0].num_layers=2",
+                        "body[2].num_layers=3", "body[10].num_layers=1", "body[13].num_layers=2",
+                        "body[25].num_layers=3")
+FC_DENSENET_3D_ALL = ("defaults.growth_rate=4", "body[8].output=all", "body[14].num_layers=2", "body[14].output=all")
 ROUND_TRIPS = [
     *(pytest.param(path, (), id=name, marks=[pytest.mark.slow] if name in SLOW_SPECS else [])
       for path in SPECS for name in [str(path.relative_to(ROOT / "specs"))]),
     pytest.param(ROOT / "specs" / "cifar" / "densenet_bc_100.yaml", PAPER_BC_250, id="cifar/densenet_bc_250_k24"),
+    pytest.param(ROOT / "specs" / "segmentation" / "fc_densenet56.yaml", FC_DENSENET_VARIANTS,
+                 id="segmentation/fc_densenet_k6_mixed_blocks"),
+    pytest.param(ROOT / "specs" / "segmentation" / "fc_densenet_3d.yaml", FC_DENSENET_3D_ALL,
+                 id="segmentation/fc_densenet_3d_k4_outputs_all"),
 ]
 
 
@@ -358,6 +370,103 @@ def test_drawn_spec_checkpoint_gives_the_same_static_pass(document):
         return
     assert _stages(recovered) == _stages(original)
     archspec.build(recovered).load_state_dict(model.state_dict(), strict=True)
+
+
+# --- segmentation: FC-DenseNet and segmentation-models-pytorch's U-Nets --------------------------
+
+# smp.Unet(encoder, encoder_weights=None, **keywords): the keywords, and the parameters as smp counts them.
+# Small decoders keep the checkpoints and the comparison cheap; densenet201's decoder has no norm
+# (its convolutions then carry biases).
+SMP_UNETS = {
+    "densenet121": (dict(decoder_channels=(8, 8, 4, 4, 4), classes=3), 7_152_655),
+    "densenet169": (dict(decoder_channels=(16, 8, 8, 4, 2), classes=2, in_channels=1), 12_965_658),
+    "densenet201": (dict(decoder_channels=(4, 4, 4, 4, 4), classes=5, decoder_use_norm=False), 18_258_033),
+}
+# smp's DenseNet encoder gives the stem's activation and each transition's (before its projection),
+# deepest first; the last decoder block reads no skip.
+SMP_SKIPS = ("body[5].activation", "body[3].activation", "body[1].activation", "stem.activation", None)
+
+
+def _smp_unet(encoder: str, **keywords: object) -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_state(smp.Unet(encoder, encoder_weights=None, **keywords)).eval()
+
+
+@pytest.mark.parametrize("encoder", sorted(SMP_UNETS))
+def test_smp_unet_checkpoint_gives_a_spec_with_its_outputs(tmp_path, encoder):
+    keywords, params = SMP_UNETS[encoder]
+    reference = _smp_unet(encoder, **keywords)
+    assert sum(p.numel() for p in reference.parameters()) == params, encoder
+    path = _save(reference, tmp_path / f"unet_{encoder}.pt")
+    written = archspec.spec_from_weights(path)
+    assert written.startswith("# Recovered by `archspec from-weights` from a checkpoint's tensor shapes "
+                              "(segmentation-models-pytorch's key names):\n"), written
+    spec = _recovered(written, ("input.height=64", "input.width=64"))
+    assert archspec.static_pass(spec).params == params, encoder
+    decoder = [(part.skip, part.out_channels) for part in spec.body if part.type == "unet_block"]
+    assert decoder == list(zip(SMP_SKIPS, keywords["decoder_channels"])), encoder
+    model = archspec.load_weights(archspec.build(spec), path).eval()  # strict: every key, every shape
+    x = torch.randn(2, keywords.get("in_channels", 3), 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        assert torch.equal(model(x), expected), f"{encoder}: {relative_error(model(x), expected):.2e}"
+    assert float(expected.abs().max()) > 0, encoder
+
+
+def test_segmentation_specs_say_what_the_checkpoint_cannot():
+    state, _ = _meta_shapes(archspec.load_spec(ROOT / "specs" / "segmentation" / "fc_densenet56.yaml"))
+    assert _guesses(spec_from_state(state)) == [
+        "#   input: height 224, width 224 (a default size)",
+        "#   stem: stride 1, padding 1, pool none (one 3-wide convolution: the paper's CIFAR stem)",
+        "#   stem: norm none, activation none (no norm tensors, unlike the blocks: the convolution alone, as in "
+        "the paper's CIFAR stem)",
+        "#   defaults: activation relu (an activation leaves no trace)",
+        "#   body[1], body[3], body[5], body[7], body[9]: pool max (FC-DenseNet's 2×2 max pool; a pool leaves "
+        "no trace)",
+        "#   body[11], body[14], body[17], body[20], body[23]: scale 2, padding 0 (FC-DenseNet's unpadded "
+        "transposed convolution of stride 2; stride and padding leave no trace)",
+        "#   body[12], body[15], body[18], body[21], body[24]: fit crop (how the skip's size is met leaves no trace)",
+        "#   everywhere: drop_rate 0.2 (FC-DenseNet's; dropout leaves no trace, and eval mode skips it)",
+    ]
+    unet = spec_from_state(smp.Unet("densenet121", encoder_weights=None, decoder_channels=(4,) * 5).state_dict())
+    assert _guesses(unet) == [
+        "#   input: height 224, width 224 (a default size)",
+        "#   stem: stride 2, padding 3, pool max (one 7-wide convolution: the ImageNet stem)",
+        "#   defaults: activation relu (an activation leaves no trace)",
+        "#   body[1], body[3], body[5]: pool avg, pool_size 2 (a pool leaves no trace)",
+        "#   body[7]: activation none (segmentation-models-pytorch's encoder ends at norm5, without ReLU; an "
+        "activation leaves no trace)",
+        "#   body[8], body[9], body[10], body[11], body[12]: mode nearest (segmentation-models-pytorch's default "
+        "decoder_interpolation; interpolation leaves no trace)",
+        "#   everywhere: drop_rate 0.0 (dropout leaves no trace, and eval mode skips it)",
+    ]
+
+
+def test_segmentation_checkpoints_that_no_spec_describes_are_refused_in_one_line(tmp_path):
+    shallow = _save(smp.Unet("densenet121", encoder_weights=None, encoder_depth=3, decoder_channels=(4, 4, 4)),
+                    tmp_path / "depth3.pt")
+    # smp keeps the encoder's modules to norm5 at every encoder_depth, and runs them to transition2's ReLU
+    assert _refusal(shallow) == [
+        f"{shallow}: cannot describe this U-Net: its 3 decoder blocks read the encoder at depth 3 "
+        "(encoder_depth=3), but the checkpoint holds the encoder's modules to depth 5, which its forward never "
+        "runs; a spec's decoder starts where its encoder ends (encoder_depth=5)"
+    ]
+    state, _ = _meta_shapes(archspec.load_spec(ROOT / "specs" / "segmentation" / "fc_densenet56.yaml"))
+    cut = {key: value for key, value in state.items()
+           if not key.startswith(("features.transitionup5.", "features.denseblock11."))}
+    wide = dict(state)
+    # FC-DenseNet56's bottleneck adds 4 × 12 = 48 channels to the 288 it reads: 47 is neither
+    wide["features.transitionup1.weight"] = torch.ones(47, 48, 3, 3, device="meta")
+    cases = {
+        "cut": (cut, "cannot describe this FC-DenseNet: 10 dense blocks, 5 transitions down and 4 up, where one up "
+                     "for each down and 2 × 5 + 1 = 11 dense blocks are expected"),
+        "wide": (wide, "cannot describe this FC-DenseNet: features.transitionup1 reads 47 channels, but "
+                       "features.denseblock6 gives 336 (input and new features) or 48 (new features only)"),
+    }
+    for name, (damaged, message) in cases.items():
+        with pytest.raises(archspec.SpecError) as caught:
+            spec_from_state(damaged, file=f"{name}.pt")
+        assert [str(problem) for problem in caught.value.problems] == [f"{name}.pt: {message}"], name
 
 
 # --- refusals -----------------------------------------------------------------------------------
