@@ -234,3 +234,10 @@ def test_sigterm_while_from_weights_writes_the_spec(folder):
         assert sorted(p.name for p in folder.iterdir()) == ["t.yaml", "w.pt"]
     finally:
         _kill(process)
+
+
+def test_a_library_user_keeps_its_own_handlers():
+    """Only the command installs handlers: a library user's Ctrl-C and SIGTERM stay as Python and they set them."""
+    done = bounded.run([sys.executable, "-c", "import signal, archspec; print(signal.getsignal(signal.SIGINT).__name__, "
+                        "signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, archspec.command_started())"], cpu_seconds=60, cwd=ROOT)
+    assert (done.returncode, done.stdout) == (0, "default_int_handler True False\n"), done.stderr
