@@ -171,14 +171,15 @@ def _paused(folder: Path, pause_at: str, *args: str) -> tuple[subprocess.Popen, 
     return _start([sys.executable, "-c", _PAUSED, pause_at, str(ready), *args], folder), ready
 
 
-def test_two_sigints_with_the_onnx_file_written_but_not_renamed(folder):
-    """The last moment before the rename, and a second Ctrl-C during the first one's cleanup."""
+def test_three_signals_with_the_onnx_file_written_but_not_renamed(folder):
+    """The last moment before the rename; later signals (a SIGTERM, a second Ctrl-C) change nothing."""
     process, ready = _paused(folder, "t.onnx", "export", "t.yaml", "--onnx", "t.onnx", "--no-verify")
     try:
         _wait_for(process, ready.exists)
         (temporary,) = [p for p in folder.iterdir() if p.name.startswith(".t.onnx.")]
         assert temporary.stat().st_size > 1_000_000  # written in full: 3.1 MB of weights
         process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGINT)
         _, stderr = _finish(process)
         _assert_interrupted(process, signal.SIGINT, stderr)
