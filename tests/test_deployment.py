@@ -22,7 +22,9 @@ import torch
 import archspec
 from archspec.exporters.calibration import read_calibration
 from archspec.exporters.deployment import (
+    FP16_PER_POSITION_TOLERANCE,
     FP16_TOLERANCE,
+    INT8_PER_POSITION_TOLERANCE,
     INT8_CLASSIFIER_TOLERANCE,
     INT8_REGRESSOR_TOLERANCE,
     PRECISION_KEY,
@@ -54,7 +56,7 @@ CALIBRATION_INPUTS = 16
 class Exported:
     """An fp32 file made by ``archspec.export_onnx``, the spec and the module holding the same weights."""
 
-    def __init__(self, folder: Path, spec_path: Path, overrides: tuple[str, ...] = ()):
+    def __init__(self, folder: Path, spec_path: Path, overrides: tuple[str, ...] = (), *, verify: bool = True):
         self.spec = archspec.load_spec(spec_path, overrides)
         with torch.random.fork_rng():
             torch.manual_seed(0)  # the convolutions' init: the figures in the comments are reproducible
@@ -62,7 +64,7 @@ class Exported:
         weights = folder / "weights.pt"
         torch.save(self.module.state_dict(), weights)
         self.path = folder / "fp32.onnx"
-        archspec.export_onnx(self.spec, self.path, weights=weights, provider="cpu")
+        archspec.export_onnx(self.spec, self.path, weights=weights, provider="cpu", verify=verify)
         self.model = onnx.load(self.path)
         self.bytes = self.path.stat().st_size
         self.folder = folder
@@ -612,3 +614,108 @@ def test_cli_int8_export_ends_saying_it_is_not_faster(tabular, tmp_path, monkeyp
         "dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX); it is smaller, not quicker, here"]
     speed = json.loads((tmp_path / "r.json").read_text())["deployment"]["speed"]
     assert (speed["cpu_int8_dot_product"], speed["ratio"], speed["target"]) == ("none (AVX2)", 1.2, None)
+
+
+# FC-DenseNet56 at 64×64 (÷32 at the bottleneck), two inputs per case: its fp32 file is exported
+# unverified (tests/test_segmentation.py proves the fp32 graph); each converted file is checked here.
+FC56 = SPECS / "segmentation" / "fc_densenet56.yaml"
+SEGMENTATION_CASES = (("batch 2", (2, 3, 64, 64)),)
+SEGMENTATION_CALIBRATION = 4
+
+
+@pytest.fixture(scope="module")
+def fc56(tmp_path_factory) -> Exported:
+    return Exported(tmp_path_factory.mktemp("fc56"), FC56, ("input.height=64", "input.width=64"), verify=False)
+
+
+def _segmentation_calibration(fc56: Exported, folder: Path, scale: float = 1.0) -> Path:
+    path = folder / f"calibration-{scale:g}.npy"
+    values = np.random.default_rng(7).standard_normal((SEGMENTATION_CALIBRATION, 3, 64, 64)) * scale
+    np.save(path, values.astype(np.float32))
+    return path
+
+
+def _per_pixel_agreement(model: onnx.ModelProto, module: torch.nn.Module, x: np.ndarray) -> float:
+    """The file's class at every pixel against PyTorch's, computed here apart from ``check``."""
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape == (len(x), 11, 64, 64)
+    return float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1)))
+
+
+def test_fp16_segmentation_is_judged_per_pixel(fc56):
+    model, verdict = deploy(fc56.model, fc56.module, fc56.spec, settle(fc56.spec, precision="fp16"),
+                            SEGMENTATION_CASES)
+    assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
+    assert verdict.tolerance == FP16_PER_POSITION_TOLERANCE
+    assert verdict.tolerance.describe() == ("max error ≤ 0.01 of the largest output, "
+                                            "per-pixel agreement ≥ 99% on every case")
+    (case,) = verdict.cases
+    x = torch.randn((2, 3, 64, 64), generator=torch.Generator().manual_seed(0)).numpy()  # the check's seed 0
+    assert case.top1_agreement == _per_pixel_agreement(model, fc56.module, x)
+    # Measured 0.5e-3 to 0.7e-3 of the largest score, 99.90% to 100% of 8,192 pixels agreeing.
+    assert 0.99 <= case.top1_agreement <= 1.0 and 1e-4 < case.relative_error < 2e-3, case.describe()
+    assert ", per-pixel agreement " in case.describe() and case.describe().endswith("(ok)")
+
+
+def test_int8_segmentation_agrees_per_pixel_and_a_badly_calibrated_file_fails(fc56, tmp_path):
+    calibration = _segmentation_calibration(fc56, tmp_path)
+    model, verdict = deploy(fc56.model, fc56.module, fc56.spec,
+                            settle(fc56.spec, precision="int8", calibration=calibration), SEGMENTATION_CASES)
+    assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
+    assert verdict.tolerance == INT8_PER_POSITION_TOLERANCE
+    assert (INT8_PER_POSITION_TOLERANCE.max_relative_error, INT8_PER_POSITION_TOLERANCE.min_top1_agreement) == (0.2, 0.9)
+    on_calibration, seeded = verdict.cases
+    x = np.load(calibration)
+    assert on_calibration.top1_agreement == _per_pixel_agreement(model, fc56.module, x)
+    # Good files measured 2.5e-2 to 8.9e-2 of the largest score and 96.7% to 97.3% of pixels agreeing.
+    assert 0.9 <= on_calibration.top1_agreement < 1.0, on_calibration.describe()
+    for case in verdict.cases:
+        assert 1e-3 < case.relative_error < 0.1, case.describe()
+    assert seeded.top1_agreement is None, "agreement is judged on the calibration inputs only"
+    # Calibrated on inputs × 0.05: 0.78 to 0.93 of the largest score off on the spec's input scale.
+    scaled = _segmentation_calibration(fc56, tmp_path, 0.05)
+    _, verdict = deploy(fc56.model, fc56.module, fc56.spec, settle(fc56.spec, precision="int8", calibration=scaled),
+                        SEGMENTATION_CASES)
+    assert verdict is not None and not verdict.passed
+    assert verdict.cases[-1].relative_error > 0.5 and not verdict.cases[-1].passed, verdict.cases[-1].describe()
+
+
+# DenseNet-121 as a backbone with four named maps, two layers per block, 64×64: one named ONNX output per map.
+BACKBONE_OUTPUTS = ("outputs=[{name: stem, at: stem.activation}, {name: c2, at: 'body[1].activation'}, "
+                    "{name: c3, at: 'body[2]'}, {name: c5, at: head.activation}]")
+BACKBONE = (BACKBONE_OUTPUTS, "input.height=64", "input.width=64",
+            *(f"body[{index}].num_layers=2" for index in (0, 2, 4, 6)))
+BACKBONE_CASES = (("batch 2", (2, 3, 64, 64)),)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Exported:
+    return Exported(tmp_path_factory.mktemp("backbone"), SPECS / "densenet121.yaml", BACKBONE, verify=False)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_backbone_maps_are_converted_and_each_judged_on_its_own_scale(backbone, precision, tmp_path):
+    calibration = None
+    if precision == "int8":
+        calibration = tmp_path / "calibration.npy"
+        np.save(calibration, np.random.default_rng(7).standard_normal((16, 3, 64, 64)).astype(np.float32))
+    deployment = settle(backbone.spec, precision=precision, calibration=calibration)
+    model, verdict = deploy(backbone.model, backbone.module, backbone.spec, deployment, BACKBONE_CASES)
+    assert verdict is not None and verdict.passed, [case.describe() for case in verdict.cases]
+    assert [output.name for output in model.graph.output] == ["stem", "c2", "c3", "c5"]
+    assert verdict.tolerance == (FP16_TOLERANCE if precision == "fp16" else INT8_REGRESSOR_TOLERANCE)
+    x = torch.randn((2, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = [value.numpy() for value in backbone.module(x).values()]
+    # The worst map relative to its own largest value, as check reports it (not to the largest of all maps).
+    worst = max(float(np.abs(g - e).max() / np.abs(e).max()) for g, e in zip(got, expected))
+    case = verdict.cases[-1]
+    assert case.relative_error == pytest.approx(worst, rel=1e-6), case.describe()
+    assert case.top1_agreement is None, "a backbone's maps are not class scores"
+    bound = 2e-3 if precision == "fp16" else 0.1
+    assert 1e-5 < case.relative_error < bound, case.describe()
