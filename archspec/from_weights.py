@@ -21,7 +21,11 @@ one comment block at its top:
 - a norm with affine weights but no running statistics: instance norm on feature maps,
   layer norm on feature vectors (group norm fits as well; its groups leave no trace);
 - the order of blocks and transitions (numbered apart) follows the channels; where a
-  transition keeps the width and either could come next, a transition follows a block.
+  transition keeps the width and either could come next, a transition follows a block;
+- segmentation: FC-DenseNet's transposed convolutions have stride 2 and no padding, the skip's
+  centre is cropped to, transitions down max-pool, dropout is 0.2 (the paper's); a U-Net decoder
+  (segmentation-models-pytorch's) upsamples by nearest, and its encoder's final norm has no
+  activation after it.
 
 The spec is proved before it is returned: its network, built on the meta device (no
 memory), must take the checkpoint strictly, key for key and shape for shape.
