@@ -21,6 +21,7 @@ from archspec.format.parts import (
     ConvStem,
     DeepStem,
     DenseBlock,
+    FeaturesHead,
     HeadPart,
     MLPStem,
     NormPart,
@@ -145,7 +146,8 @@ def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
     assembly.points["activation"] = f"features.{name}.{activated[-1]}" if activated else before
 
 
-def _head(stage: Stage, head: HeadPart, assembly: _Assembly, name: str) -> None:
+def _head(stage: Stage, head: HeadPart, assembly: _Assembly, name: str, layer: nn.Module) -> None:
+    """The head's norm into ``features``, then its activation, pooling, dropout and output ``layer``."""
     width = stage.in_shape[0]
     kind = _norm_act(head)
     norm = blocks.norm_layer(width, kind, dims=spatial_dims(stage.in_shape))
@@ -154,12 +156,10 @@ def _head(stage: Stage, head: HeadPart, assembly: _Assembly, name: str) -> None:
         # the number of blocks (a deep stem's norms stop at norm4: see deep_stem.MAX_CONVS).
         assembly.features[_norm_name(stage)] = norm
     assembly.points["norm"] = assembly.last()
-    dims = spatial_dims(stage.in_shape)
     pools = head.pools
     assembly.output = Output(
         name=name,
-        layer=nn.Linear(width, stage.out_shape[0]) if pools else blocks.projection(
-            width, stage.out_shape[0], dims=dims, kernel=head.kernel_size, bias=True),
+        layer=layer,
         in_features=width,
         activation=blocks.activation_layer(kind, in_place=False),
         pool=head.pool if pools else None,
@@ -170,17 +170,24 @@ def _head(stage: Stage, head: HeadPart, assembly: _Assembly, name: str) -> None:
 
 @register("classifier")
 def _classifier(stage: Stage, head: ClassifierHead, assembly: _Assembly) -> None:
-    _head(stage, head, assembly, "classifier")
+    _head(stage, head, assembly, "classifier", nn.Linear(stage.in_shape[0], head.num_classes))
 
 
 @register("regressor")
 def _regressor(stage: Stage, head: RegressorHead, assembly: _Assembly) -> None:
-    _head(stage, head, assembly, "regressor")
+    _head(stage, head, assembly, "regressor", nn.Linear(stage.in_shape[0], head.out_features))
 
 
 @register("segmentation")
 def _segmentation(stage: Stage, head: SegmentationHead, assembly: _Assembly) -> None:
-    _head(stage, head, assembly, "classifier")  # a per-position classifier
+    classifier = blocks.projection(stage.in_shape[0], head.num_classes, dims=spatial_dims(stage.in_shape),
+                                   kernel=head.kernel_size, bias=True)
+    _head(stage, head, assembly, "classifier", classifier)  # a per-position classifier
+
+
+@register("features")
+def _features_head(stage: Stage, head: FeaturesHead, assembly: _Assembly) -> None:
+    _head(stage, head, assembly, "classifier", nn.Identity())  # timm's reset_classifier(0), unpooled
 
 
 def _norm_name(stage: Stage) -> str:

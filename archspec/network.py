@@ -199,14 +199,20 @@ class DenseNet(nn.Module):
         return getattr(self, self.output_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A fresh output layer of the same kind with ``num_classes`` outputs (0: ``nn.Identity``)."""
+        """A fresh output layer of the same kind with ``num_classes`` outputs (0: ``nn.Identity``).
+
+        Raises:
+            ValueError: a features head, which has no output layer to size.
+        """
         old = self.get_classifier()
         if num_classes == 0:
             layer = nn.Identity()
-        elif isinstance(old, nn.Linear):
+        elif self.pool is not None:
             layer = nn.Linear(self.num_features, num_classes)
-        else:  # a segmentation head's convolution
+        elif isinstance(old, nn.modules.conv._ConvNd):  # a segmentation head's per-position classifier
             layer = type(old)(self.num_features, num_classes, old.kernel_size, padding=old.padding)
+        else:
+            raise ValueError("a features head has no output layer; use a segmentation or classifier head")
         if getattr(layer, "bias", None) is not None:
             nn.init.constant_(layer.bias, 0)
         setattr(self, self.output_name, layer)

@@ -168,3 +168,29 @@ def test_an_output_at_a_point_that_does_not_exist_is_refused(at: str, message: s
     with pytest.raises(archspec.SpecError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
         archspec.load_spec(SPECS / "tutorial.yaml", [f"outputs=[{{name: x, at: '{at}'}}]"])
+
+
+def test_backbone_spec_gives_timm_and_segmentation_models_pytorch_maps(tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    reference = randomize_state(timm.create_model("densenet121", pretrained=False)).eval()
+    torch.save(reference.state_dict(), tmp_path / "timm.pt")
+    timm_maps = timm.create_model("densenet121", pretrained=False, features_only=True).eval()
+    timm_maps.load_state_dict({key.replace("features.", "features_", 1): value
+                               for key, value in reference.state_dict().items() if not key.startswith("classifier")})
+    encoder = smp.Unet("densenet121", encoder_weights=None, classes=2).encoder.eval()
+    encoder.load_state_dict({key: value for key, value in reference.state_dict().items()
+                             if not key.startswith("classifier")})
+    spec = archspec.load_spec(SPECS / "backbones" / "densenet121_features.yaml", ["input.height=64", "input.width=64"])
+    model = archspec.load_weights(archspec.build(spec), tmp_path / "timm.pt", skip_head=True).eval()
+    assert model.skipped_keys == ("classifier.weight", "classifier.bias")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        maps = model(x)
+        expected = dict(zip(["c1", "c2", "c3", "c4", "c5"], timm_maps(x)))
+        # smp's encoder returns the input, relu0, then the three transitions' activations, then norm5.
+        expected.update(zip(["skip2", "skip3", "skip4"], encoder(x)[2:5]))
+    assert list(maps) == ["c1", "c2", "c3", "c4", "c5", "skip2", "skip3", "skip4"]
+    for name, wanted in expected.items():
+        assert torch.equal(maps[name], wanted), f"{name}: relative error {relative_error(maps[name], wanted):.2e}"

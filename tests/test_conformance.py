@@ -80,6 +80,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "classifier": _spec(),
     "regressor": _spec(head={"type": "regressor", "out_features": 2}),
     "norm": _spec(body=[*_CONV_BODY, {"type": "norm", "activation": "relu"}]),
+    "features": _spec(head={"type": "features"}),
     "transition_up": _spec(body=[*_CONV_BODY, {"type": "transition_up"}]),
     "concat": _spec(body=[*_CONV_BODY, {"type": "transition_up", "mode": "nearest"},
                           {"type": "concat", "skip": "body[0]"}]),

@@ -59,7 +59,7 @@ def _emitted(document: dict | str, opset: int, overrides: tuple[str, ...] = ()) 
     model = randomize_state(archspec.build(spec), seed=3).eval()
     spatial = [f"axis{index}" for index in range(len(result.input_shape) - 1)]
     graph = emit(result, model, opset=opset, input_name="input", input_dims=["batch", result.input_shape[0], *spatial],
-                 output_name="out", output_dims=["batch", *result.out_shape])
+                 outputs=[("out", ["batch", *result.out_shape])])
     return model, graph
 
 

@@ -75,7 +75,7 @@ def test_densenet121_report(densenet121):
     assert report.params == 7_978_856  # torchvision.models.densenet121
     assert report.opset == 20  # archspec's default (the torch exporters' default before it)
     assert report.input_shape == ("batch", 3, "height", "width")
-    assert (report.input_name, report.output_name) == ("input", "logits")
+    assert (report.input_name, report.output_names) == ("input", ("logits",))
     # 224 × 3/4 = 168, 224 × 5/8 = 140: the second, non-square size
     assert _case_summary(report) == [
         ("batch 1", (1, 3, 224, 224), True),
@@ -166,7 +166,7 @@ def test_mlp_tabular_exports_with_dynamic_batch(mlp_tabular):
     report, out = mlp_tabular
     assert report.params == 2_880_449  # mlp_tabular.yaml header
     assert report.input_shape == ("batch", 330)
-    assert report.output_name == "prediction"
+    assert report.output_names == ("prediction",)
     assert _case_summary(report) == [("batch 1", (1, 330), True), ("batch 3", (3, 330), True)]
     x = torch.randn(5, 330, generator=torch.Generator().manual_seed(3))
     assert _run(out, x).shape == (5, 1)

@@ -51,8 +51,9 @@ def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: st
         params = sum(p.numel() for name, p in model.named_parameters() if name not in fresh)
         click.echo(f"loaded {weights}: {len(state) - len(fresh)} tensors, {count(params)} parameters", err=print_spec)
         if skip_head:
-            click.echo(f"skipped the file's {', '.join(model.skipped_keys) or 'output layer (it had none)'}; "
-                       f"{', '.join(fresh)} stay freshly initialised", err=print_spec)
+            kept = f"; {', '.join(fresh)} stay freshly initialised" if fresh else " (this network has no output layer)"
+            click.echo(f"skipped the file's {', '.join(model.skipped_keys) or 'output layer: it had none'}{kept}",
+                       err=print_spec)
     if print_spec:
         click.echo(archspec.spec_yaml(resolved), nl=False)
         return

@@ -37,7 +37,7 @@ def _echo_report(report: ExportReport) -> None:
         f"opset {report.opset}, {report.exporter} exporter{fallback}{precision}"
     )
     dims = ", ".join(str(d) for d in report.input_shape)
-    click.echo(f"{report.input_name} ({dims}) -> {report.output_name}")
+    click.echo(f"{report.input_name} ({dims}) -> {', '.join(report.output_names)}")
     verification = report.verification
     if verification is None:
         click.echo("not verified (--no-verify)")

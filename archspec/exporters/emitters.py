@@ -217,6 +217,11 @@ def _silu(graph: Graph, x: str, module: nn.Module, name: str, dims: int) -> str:
     return graph.op("Mul", [x, gate], name=name)
 
 
+@_module(nn.Identity)
+def _identity(graph: Graph, x: str, module: nn.Module, name: str, dims: int) -> str:
+    return x
+
+
 @_module(nn.Dropout)
 def _dropout(graph: Graph, x: str, module: nn.Module, name: str, dims: int) -> str:
     return x  # the file runs the network in eval mode, where dropout is the identity
@@ -339,6 +344,7 @@ _GLOBAL_POOLS = {"avg": _global_average, "max": _global_max, "avg_max": _global_
 @register("classifier")
 @register("regressor")
 @register("segmentation")
+@register("features")
 def _head(stage: Stage, modules: StageModules, graph: Graph, x: str) -> str:
     """The head's norm (``features.normK``), activation, global pooling and flatten (not for a
     segmentation head), output layer."""

@@ -63,10 +63,10 @@ def canonical_json(spec: Spec) -> str:
     return json.dumps(resolved_document(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def output_name(result: StaticPass) -> str:
-    """The file's first output: ``logits`` for a classifier, ``prediction`` for a regressor, or the
-    spec's first named output."""
-    return result.outputs[0].name
+def output_names(result: StaticPass) -> list[str]:
+    """The file's outputs: ``logits`` for a classifier, ``prediction`` for a regressor, or the
+    spec's named outputs."""
+    return [output.name for output in result.outputs]
 
 
 # The names of the spatial axes, as the input part names its sizes, by their count.
@@ -133,14 +133,14 @@ def check_opset(opset: int, *, verifying: bool) -> None:
 # ---- the torch exporters, kept as --exporter torch and as a cross-check in the tests ---------
 
 
-def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
+def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str], outputs: list[str],
                    opset: int) -> onnx.ModelProto:
     program = torch.onnx.export(
         module,
         (example,),
         dynamo=True,
         input_names=[INPUT_NAME],
-        output_names=[output],
+        output_names=outputs,
         opset_version=opset,
         dynamic_shapes=(dims,) if dims else None,
         external_data=False,
@@ -151,7 +151,7 @@ def _export_dynamo(module: nn.Module, example: torch.Tensor, dims: dict[int, str
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, dims: dict[int, str],
-                        output: str, opset: int) -> onnx.ModelProto:
+                        outputs: list[str], opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice; the report says which exporter ran
@@ -161,9 +161,9 @@ def _export_torchscript(module: nn.Module, example: torch.Tensor, dims: dict[int
             buffer,
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=[output],
+            output_names=outputs,
             opset_version=opset,
-            dynamic_axes={INPUT_NAME: dims, output: {0: "batch"}} if dims else None,
+            dynamic_axes={INPUT_NAME: dims, **{name: {0: "batch"} for name in outputs}} if dims else None,
         )
     return onnx.load_from_string(buffer.getvalue())
 
@@ -208,18 +208,18 @@ def _noting_interrupts() -> Iterator[list[int]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _export_torch(module: nn.Module, example: torch.Tensor, dims: dict[int, str], output: str,
+def _export_torch(module: nn.Module, example: torch.Tensor, dims: dict[int, str], outputs: list[str],
                   opset: int) -> tuple[onnx.ModelProto, str, str | None]:
     """The dynamo exporter, then the TorchScript one if it fails; never an interrupt taken for a failure."""
     with _noting_interrupts() as noted:
         try:
-            model, exporter, reason = _export_dynamo(module, example, dims, output, opset), "dynamo", None
+            model, exporter, reason = _export_dynamo(module, example, dims, outputs, opset), "dynamo", None
         except Exception as error:  # any exporter failure: the fallback gets its chance
             if _interrupted(error, noted):
                 raise KeyboardInterrupt from None
             reason = f"torch.onnx.export(dynamo=True) failed: {first_line(error)}"
             try:
-                model, exporter = _export_torchscript(module, example, dims, output, opset), "torchscript"
+                model, exporter = _export_torchscript(module, example, dims, outputs, opset), "torchscript"
             except Exception as error:
                 if _interrupted(error, noted):
                     raise KeyboardInterrupt from None
@@ -236,16 +236,16 @@ def _export(result: StaticPass, module: nn.Module, *, exporter: str, opset: int,
             progress: Callable[[str], None]) -> tuple[onnx.ModelProto, str, str | None]:
     """The ONNX model, which exporter made it, and why the torch exporter fell back if it did."""
     dims = _dynamic_dims(result, static)
-    output = output_name(result)
+    outputs = output_names(result)
     example_batch = batch_size if static else max(batch_size, 2)  # batch 1 would be specialised
     if exporter == "torch":
         progress(f"exporting with torch.onnx (opset {opset})")
         example = torch.randn((example_batch, *result.input_shape),
                               generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
-        return _export_torch(module, example, dims, output, opset)
+        return _export_torch(module, example, dims, outputs, opset)
     input_dims: Dims = [dims.get(axis, size) for axis, size in enumerate((example_batch, *result.input_shape))]
-    outputs = [(tap.name, _output_dims(tap, dims, example_batch)) for tap in result.outputs]
-    model = emit(result, module, opset=opset, input_name=INPUT_NAME, input_dims=input_dims, outputs=outputs,
+    graph_outputs = [(tap.name, _output_dims(tap, dims, example_batch)) for tap in result.outputs]
+    model = emit(result, module, opset=opset, input_name=INPUT_NAME, input_dims=input_dims, outputs=graph_outputs,
                  step=lambda path: progress(f"writing the ONNX graph: {path}"))
     return model, "archspec", None
 
@@ -418,7 +418,7 @@ def export_onnx(
             exporter_fallback_reason=fallback_reason,
             opset=_opset(model),
             input_name=INPUT_NAME,
-            output_name=output_name(result),
+            output_names=tuple(output_names(result)),
             input_shape=_graph_input_shape(model),
             file_bytes=temporary.stat().st_size,
             versions=versions,

@@ -347,7 +347,8 @@ class ExportReport:
     exporter_fallback_reason: str | None
     opset: int
     input_name: str
-    output_name: str
+    output_names: tuple[str, ...]
+    """The graph's outputs: the head's (``logits``, ``prediction``) or the spec's named ``outputs``."""
     input_shape: tuple[int | str, ...]
     """The graph's input dims; names (``batch``, ``height``, ``width``) are dynamic."""
     file_bytes: int

@@ -107,6 +107,8 @@ class Spec(Part):
             values = getattr(preprocess, name)
             if values is not None and len(values) != channels:
                 raise PartError(f"preprocess.{name}", f"has {len(values)} values for {channels} input channels")
+        if preprocess.labels is not None and not self.head.class_scores and not self.head.pools:
+            raise PartError("preprocess.labels", f"name outputs, and a {self.head.type} head's output is a feature map")
         if preprocess.labels is not None and len(preprocess.labels) != self.head.outputs:
             raise PartError("preprocess.labels",
                             f"has {len(preprocess.labels)} labels for {self.head.outputs} outputs")

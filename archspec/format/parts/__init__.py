@@ -17,7 +17,7 @@ from archspec.format.parts.deep_stem import DeepStem
 from archspec.format.parts.defaults import Defaults
 from archspec.format.parts.dense_block import DenseBlock
 from archspec.format.parts.concat import Concat
-from archspec.format.parts.heads import ClassifierHead, RegressorHead, SegmentationHead
+from archspec.format.parts.heads import ClassifierHead, FeaturesHead, RegressorHead, SegmentationHead
 from archspec.format.parts.inputs import ImageInput, SignalInput, TabularInput, VolumeInput
 from archspec.format.parts.mlp_stem import MLPStem
 from archspec.format.parts.norm import NormPart
@@ -29,7 +29,7 @@ ROLES: dict[str, tuple[type[Part], ...]] = {
     "input": (ImageInput, SignalInput, VolumeInput, TabularInput),
     "stem": (ConvStem, DeepStem, MLPStem),
     "body": (DenseBlock, Transition, NormPart, TransitionUp, Concat, UNetBlock),
-    "head": (ClassifierHead, RegressorHead, SegmentationHead),
+    "head": (ClassifierHead, RegressorHead, SegmentationHead, FeaturesHead),
 }
 """The kinds of part each field of a spec may hold, in the order a spec is read."""
 
@@ -53,7 +53,7 @@ BodyPart = _union(ROLES["body"])
 Head = _union(ROLES["head"])
 
 __all__ = [
-    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "Concat", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "Head", "HeadPart",
+    "PARTS", "ROLES", "BodyPart", "ClassifierHead", "Concat", "ConvStem", "DeepStem", "Defaults", "DenseBlock", "FeaturesHead", "Head", "HeadPart",
     "ImageInput", "Input", "InputPart", "MLPStem", "NormPart", "Part", "RegressorHead", "SegmentationHead", "SignalInput", "Stem",
     "StagePart", "TabularInput", "Transition", "TransitionUp", "UNetBlock", "VolumeInput", "tag",
 ]

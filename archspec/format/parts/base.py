@@ -159,8 +159,9 @@ class HeadPart(StagePart):
 
     @property
     def outputs(self) -> int:
-        """Values (class scores, targets, channels) the head produces per sample, or per position."""
-        raise NotImplementedError
+        """Class scores or targets the head produces per sample (or per position); a head whose
+        output is its input's features has no such count and is never asked."""
+        raise NotImplementedError(f"a {self.type} head outputs its input's features")
 
 
 # ---- arithmetic shared by the homes -------------------------------------------------

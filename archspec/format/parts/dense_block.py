@@ -121,10 +121,11 @@ class DenseBlock(StagePart):
         fixed = (stage_values(self.bottleneck) if self.bottleneck else 0) + (
             _MASK_VALUES * self.growth_rate if self.drop_rate > 0 else 0
         )
-        # The block's concatenation (its output, or the buffer a ``new`` output is a view of) is
-        # saved by the part that reads it next.
+        # The block's output is saved by the part that reads it next (counted here, not there):
+        # naive, the concatenation it returns (the new features alone for ``output: new``);
+        # memory-efficient, the shared buffer, which a ``new`` output is a view of.
         full_width = stage.in_shape[0] + self.num_layers * self.growth_rate
-        output = full_width * per_position
+        output = (full_width if efficient else stage.out_shape[0]) * per_position
         if efficient:
             # Every feature map lives once, in the block's output (shared storage); backward
             # accumulates into the output's gradient in place, recomputes one layer at a time

@@ -147,11 +147,52 @@ class SegmentationHead(HeadPart):
                                                                          self.kernel_size, dims)
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
-        # The convolution saves its input; the norm its own; a non-in-place activation its input.
-        return (values(stage.in_shape) + norm_act_values(values(stage.in_shape), self.norm, self.activation)), 0
+        # The norm's (or a first activation's) input is the part before's output, counted there.
+        # The convolution saves its input: a new tensor when a norm or the activation (never in
+        # place here) made it; an activation that keeps its input (GELU, SiLU) after a norm
+        # saves the norm's output as well.
+        made = self.norm != "none" or self.activation != "none"
+        both = self.norm != "none" and self.activation != "none" and not keeps_output(self.activation)
+        return (int(made) + int(both)) * values(stage.in_shape), 0
 
     def box(self, stage: Stage) -> Box:
         return Box("segmentation", f"{self.num_classes} classes per position", _COLOUR)
+
+    def depth_widths(self, stage: Stage) -> list[int]:
+        return []
+
+
+class FeaturesHead(HeadPart):
+    """No output layer: the network ends with the final norm and activation, and its output is
+    that map (timm's ``reset_classifier(0)`` without pooling): a backbone whose spec names its
+    ``outputs``."""
+
+    inputs = frozenset({"signal", "image", "volume", "tabular"})
+    output_name = "features"
+    loss = "mse"
+    class_scores = False
+    pools = False
+    points: ClassVar[dict[str, str]] = _Head.points
+    feature_point = "activation"
+    type: Literal["features"]
+    """Tag: a head that keeps the features."""
+    norm: Norm | Inherit = INHERIT
+    """Normalisation after the last dense block (``features.norm5``); ``inherit``: ``defaults.norm``."""
+    activation: Activation | Inherit = INHERIT
+    """Activation after it; ``inherit``: ``defaults.activation``."""
+
+    def infer(self, in_shape: Shape, path: str, skips: tuple[Shape, ...] = ()) -> tuple[Shape, int]:
+        check_norm(self.norm, in_shape[0], in_shape, path)
+        return in_shape, norm_params(in_shape[0], self.norm)
+
+    def point_shape(self, point: str, stage: Stage) -> Shape:
+        return stage.in_shape if point in self.points else super().point_shape(point, stage)
+
+    def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
+        return (values(stage.in_shape) + norm_act_values(values(stage.in_shape), self.norm, self.activation)), 0
+
+    def box(self, stage: Stage) -> Box:
+        return Box("features", f"{stage.out_shape[0]} channels out", _COLOUR)
 
     def depth_widths(self, stage: Stage) -> list[int]:
         return []

@@ -57,8 +57,10 @@ class TransitionUp(StagePart):
         return spatial(path, in_shape, (width, *sizes)), params
 
     def stored_activations(self, stage: Stage, memory_efficient: bool | None) -> tuple[int, int]:
-        # A transposed convolution saves its input; interpolation's backward needs only sizes.
-        return (values(stage.in_shape) if self.mode == "transposed" else 0), 0
+        # A transposed convolution saves its input, which is the part before's output and is
+        # counted there (a dense block's, or the shared buffer it is a view of); interpolation's
+        # backward needs only sizes.
+        return 0, 0
 
     def box(self, stage: Stage) -> Box:
         what = f"conv⁻¹ {self.kernel_size}/{self.scale}" if self.mode == "transposed" else f"{self.mode} ×{self.scale}"
