@@ -157,7 +157,9 @@ def _loss(kind: str, out: Any, classes: int) -> Any:
     import torch.nn.functional as F
 
     losses = {
-        "cross_entropy": lambda: F.cross_entropy(out, torch.randint(0, classes, (out.shape[0],), device=out.device)),
+        # A label per sample, or per position for per-position scores (N, classes, *spatial).
+        "cross_entropy": lambda: F.cross_entropy(out, torch.randint(0, classes, (out.shape[0], *out.shape[2:]),
+                                                                    device=out.device)),
         "mse": lambda: F.mse_loss(out, torch.randn_like(out)),
     }
     return losses[kind]()

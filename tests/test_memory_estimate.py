@@ -96,12 +96,32 @@ def _saved_bytes(spec: archspec.Spec, batch: int) -> int:
     return sum(saved.values())
 
 
-@pytest.mark.parametrize("mode", ["naive", "memory_efficient"])
-@pytest.mark.parametrize("name", ["tutorial", "mlp_tabular", "small_bc"])
+# Segmentation at 32×32 (FC-DenseNet56's five poolings leave 1×1): skips read across the U,
+# blocks that output their new features (a view of the shared buffer when memory-efficient),
+# transposed convolutions, the U-Net decoder and per-position heads.
+SEGMENTATION = {
+    "fc_densenet56": ("input.height=32", "input.width=32"),
+    "unet_densenet121": (*(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6)), "input.height=32", "input.width=32"),
+}
+
+
+# Not yet counted: a recomputed (memory-efficient) stem whose activation is a skip is cut there,
+# and its pool's checkpoint then saves the 64×16×16 map (stem_pool.activations_in_mode counts the
+# input alone): 16,256 values a sample short, 6% here.
+_UNCOUNTED = pytest.param("unet_densenet121", "memory_efficient", marks=pytest.mark.xfail(strict=True))
+
+
+@pytest.mark.parametrize(("name", "mode"), [
+    *((name, mode) for name in ("tutorial", "mlp_tabular", "small_bc", "fc_densenet56")
+      for mode in ("naive", "memory_efficient")),
+    ("unet_densenet121", "naive"), _UNCOUNTED,
+])
 def test_stored_activations_match_what_autograd_saves(name: str, mode: str) -> None:
     source = SMALL_BC if name == "small_bc" else ROOT / "specs" / f"{name}.yaml"
+    if name in SEGMENTATION:
+        source = ROOT / "specs" / "segmentation" / f"{name}.yaml"
     flag = str(mode == "memory_efficient").lower()
-    spec = archspec.load_spec(source, (f"defaults.memory_efficient={flag}",))
+    spec = archspec.load_spec(source, (*SEGMENTATION.get(name, ()), f"defaults.memory_efficient={flag}"))
     batch = 4
     counted = batch * estimate(spec, mode=mode).activations_per_sample
     saved = _saved_bytes(spec, batch)

@@ -45,6 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from archspec.format.parts.base import values
 from archspec.format.schema import Spec
 from archspec.format.shapes import StaticPass, static_pass
 
@@ -160,19 +161,37 @@ def estimate(
         params=params,
         optimizer=optimizer,
         activations_per_sample=stored * BYTES_PER_VALUE,
-        working_per_sample=(_peak(stages) - stored) * BYTES_PER_VALUE,
+        working_per_sample=(_peak(stages, skip_gradients(result)) - stored) * BYTES_PER_VALUE,
     )
 
 
-def _peak(stages: tuple[StageActivations, ...]) -> int:
+def skip_gradients(result: StaticPass) -> tuple[int, ...]:
+    """Per stage, the values of skip gradients held while the backward pass is inside it.
+
+    The backward pass of a part that reads an earlier map (a concatenation, a U-Net decoder
+    block) hands that map its gradient, which waits until the backward pass reaches the map's
+    own stage, where it is added to the gradient from the main path: it is held through every
+    stage in between.
+    """
+    index = {stage.path: number for number, stage in enumerate(result.stages)}
+    held = [0] * len(result.stages)
+    for reader, stage in enumerate(result.stages):
+        for (path, _point), shape in zip(stage.reads, stage.skips):
+            for between in range(index[path] + 1, reader):
+                held[between] += values(shape)
+    return tuple(held)
+
+
+def _peak(stages: tuple[StageActivations, ...], skips: tuple[int, ...] | None = None) -> int:
     """Most values held at once: all stored at the end of the forward pass, or, while the
     backward pass is inside a stage, what the stages up to it stored plus its working memory
-    (the later stages' activations are freed by then)."""
+    and the skip gradients waiting for an earlier stage (the later stages' activations are
+    freed by then)."""
     peak = sum(s.stored for s in stages)
     prefix = 0
-    for stage in stages:
+    for stage, waiting in zip(stages, skips or (0,) * len(stages)):
         prefix += stage.stored
-        peak = max(peak, prefix + stage.working)
+        peak = max(peak, prefix + stage.working + waiting)
     return peak
 
 
