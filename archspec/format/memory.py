@@ -33,6 +33,11 @@ Three kinds of memory, all float32 (4 bytes a value):
   freed theirs, so the activation peak is the larger of everything stored (end of the
   forward pass) and, for each stage, what it and the stages before it stored plus its
   working memory; "backward working" is how far that peak exceeds the stored total.
+  A part that reads a skip (segmentation) hands the skip its gradient, which is held
+  through every stage between the reader and the skip's own stage (``skip_gradients``).
+  A tensor passed from one part to the next is counted once, by the part that makes it
+  (a dense block counts its output; a transposed convolution or a head does not count
+  its input again).
 
 The peak of a training step is taken as weights + batch × activation peak (the input
 batch counts as the stem's stored input). The model is linear in the batch size, so the
