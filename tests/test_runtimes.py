@@ -21,6 +21,7 @@ import archspec
 from archspec.cli import main
 from archspec.exporters import runtimes
 from archspec.exporters.onnx import DEFAULT_OPSET
+from archspec.exporters.verify import one_array
 from archspec.network import DenseNet
 from tests.conftest import ROOT, SPEC_FILES, SPEC_IDS
 from tests.nontrivial import randomize_state, relative_error
@@ -78,8 +79,7 @@ def _needs(name: str):
 
 def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {session.get_inputs()[0].name: x})
-    return output
+    return one_array(session.run(None, {session.get_inputs()[0].name: x}))  # a backbone's maps joined
 
 
 RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
@@ -122,7 +122,9 @@ def exported(tmp_path_factory) -> Callable[[str, int], Exported]:
             shape = archspec.static_pass(loaded).input_shape
             x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(1))
             with torch.no_grad():
-                expected = module(x)
+                out = module(x)
+            # A backbone's named maps joined as every runner joins the file's outputs.
+            expected = torch.from_numpy(one_array([t.numpy() for t in out.values()])) if isinstance(out, dict) else out
             modules[name] = (folder / "w.pt", x, expected)
         if (name, opset) not in files:
             weights, x, expected = modules[name]
@@ -226,3 +228,39 @@ def test_disagreeing_runtime_fails_verification_and_leaves_nothing(exported, tmp
     assert "verification in opencv failed (rtol 0.001, atol 0.0001): batch 1" in result.output, result.output
     assert f"nothing written to {out}" in result.output, result.output
     assert list(tmp_path.iterdir()) == [], "nothing may be left at OUT, nor a temporary file"
+
+
+@_needs("openvino")
+def test_backbone_has_one_named_output_per_map_verified_in_onnxruntime_and_openvino(tmp_path: Path) -> None:
+    # DenseNet-121 as a backbone (two layers per block, 64×64): timm's five points as five named maps.
+    outputs = ("outputs=[{name: stem, at: stem.activation}, {name: c2, at: 'body[0]'}, {name: c3, at: 'body[2]'},"
+               " {name: c4, at: 'body[4]'}, {name: c5, at: head.activation}]")
+    overrides = (outputs, "input.height=64", "input.width=64", *(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6)))
+    spec = archspec.load_spec(ROOT / "specs" / "densenet121.yaml", overrides)
+    path = tmp_path / "backbone.onnx"
+    others = ("openvino", "onnx2torch") if _installed("onnx2torch") else ("openvino",)
+    report = archspec.export_onnx(spec, path, provider="cpu", opset=OPSET, verify_with=others)
+    assert report.written and report.verification.passed, report.verification
+    assert [check.runtime for check in report.runtimes][0] == "openvino"
+    assert all(check.passed and len(check.cases) == len(report.verification.cases) for check in report.runtimes)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["stem", "c2", "c3", "c4", "c5"]
+    # Batch and spatial sizes are dynamic in the input and in every map.
+    assert session.get_inputs()[0].shape == ["batch", 3, "height", "width"]
+    for output, channels in zip(session.get_outputs(), (64, 128, 128, 128, 128)):  # half of 128, + 2 × 32, per block
+        assert output.shape[0] == "batch" and output.shape[1] == channels, output.shape
+        assert all(isinstance(dim, str) for dim in output.shape[2:]), output.shape
+    # At another batch and size than the verification's: OpenVINO's maps are onnxruntime's, by name.
+    x = torch.randn((3, 3, 96, 64), generator=torch.Generator().manual_seed(5))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert [g.shape for g in got] == [(3, 64, 48, 32), (3, 128, 24, 16), (3, 128, 12, 8), (3, 128, 6, 4),
+                                      (3, 128, 3, 2)]
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled(x.numpy())
+    names = ["stem", "c2", "c3", "c4", "c5"]
+    assert all(name in output.get_names() for name, output in zip(names, compiled.outputs)), compiled.outputs
+    for name, ours in zip(names, got):
+        theirs = np.asarray(results[compiled.output(name)])
+        assert relative_error(torch.from_numpy(theirs), torch.from_numpy(ours)) < BOUND, name
