@@ -2,7 +2,8 @@
 
 Adding a kind of part: write its home here (schema, shape and parameter rule,
 memory rule, diagram box), add it to its role below, register its torch factory
-in ``archspec/builder.py``. ``tests/test_parts.py`` fails for a tag that lacks a facet.
+in ``archspec/builder.py`` and its ONNX emitter; ``tests/test_conformance.py`` fails for a tag
+that misses one, or has no minimal spec there.
 """
 
 from __future__ import annotations
