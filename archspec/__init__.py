@@ -298,6 +298,7 @@ def export_onnx(
     *,
     overrides: tuple[str, ...] = (),
     weights: str | Path | None = None,
+    skip_head: bool = False,
     opset: int | None = None,
     batch_size: int = 4,
     static: bool = False,
@@ -327,6 +328,7 @@ def export_onnx(
         out: where the ``.onnx`` file goes; its directory must exist.
         overrides: ``PATH=VALUE`` assignments applied before validation.
         weights: a state dict file to load first (see ``load_weights``); none means fresh weights.
+        skip_head: load ``weights`` but the output layer (fine-tuning; see ``load_weights``).
         opset: the ONNX opset the file is written at, exactly: 13 to the newest the
             installed onnx defines (with ``verify``, the newest onnxruntime runs); none means 20.
         batch_size: the larger verification batch when dynamic (at least 2), the
@@ -397,6 +399,7 @@ def export_onnx(
                 resolved,
                 out,
                 weights=weights,
+                skip_head=skip_head,
                 opset=opset,
                 batch_size=batch_size,
                 static=static,
@@ -427,6 +430,7 @@ def export(
     format: str = "onnx",
     overrides: tuple[str, ...] = (),
     weights: str | Path | None = None,
+    skip_head: bool = False,
     precision: str = "fp32",
     batch_size: int | None = None,
     write_unverified: bool = False,
@@ -450,6 +454,7 @@ def export(
         format: one of ``EXPORT_FORMATS``.
         overrides: ``PATH=VALUE`` assignments applied before validation.
         weights: a state dict file to load first; none means fresh weights.
+        skip_head: load ``weights`` but the output layer (fine-tuning; see ``load_weights``).
         precision: ``fp32``, or ``fp16`` where the format has it (ONNX: also ``int8``).
         batch_size: the larger verification batch where the batch stays free (default 4), the
             file's batch where the format fixes it (default 1).
@@ -471,7 +476,7 @@ def export(
         VerificationError: the file does not match PyTorch; nothing is written.
     """
     if format == "onnx":
-        return export_onnx(spec, out, overrides=overrides, weights=weights, precision=precision,
+        return export_onnx(spec, out, overrides=overrides, weights=weights, skip_head=skip_head, precision=precision,
                            batch_size=batch_size or 4, progress=progress, max_params=max_params,
                            max_memory=max_memory, report=report)
     from archspec.atomic import write_text
@@ -487,7 +492,7 @@ def export(
     inputs = _inputs(spec, ("weights file", weights))
     check_resources(resolved, batch_size=options.batch(fmt), max_params=max_params, max_memory=max_memory)
     try:
-        return export_format(resolved, out, options, weights=weights, inputs=inputs, report=report,
+        return export_format(resolved, out, options, weights=weights, skip_head=skip_head, inputs=inputs, report=report,
                              progress=progress or (lambda _: None))
     except VerificationError as failure:
         if report is not None:  # the numbers of the failure; no file was written

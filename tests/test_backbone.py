@@ -194,3 +194,21 @@ def test_backbone_spec_gives_timm_and_segmentation_models_pytorch_maps(tmp_path)
     assert list(maps) == ["c1", "c2", "c3", "c4", "c5", "skip2", "skip3", "skip4"]
     for name, wanted in expected.items():
         assert torch.equal(maps[name], wanted), f"{name}: relative error {relative_error(maps[name], wanted):.2e}"
+
+
+def test_fine_tuning_export_loads_all_but_the_output_layer(tmp_path) -> None:
+    source = randomize_state(archspec.build(SPECS / "tutorial.yaml"), seed=5)
+    torch.save(source.state_dict(), tmp_path / "ten.pt")
+    overrides = ("head.num_classes=3",)
+    with pytest.raises(archspec.SpecError, match="skip the file's"):
+        archspec.export_onnx(SPECS / "tutorial.yaml", tmp_path / "three.onnx", overrides=overrides,
+                             weights=tmp_path / "ten.pt")
+    report = archspec.export_onnx(SPECS / "tutorial.yaml", tmp_path / "three.onnx", overrides=overrides,
+                                  weights=tmp_path / "ten.pt", skip_head=True)
+    assert report.verification.passed and report.output_names == ("logits",)
+    target = archspec.load_weights(archspec.build(SPECS / "tutorial.yaml", overrides=overrides), tmp_path / "ten.pt",
+                                   skip_head=True).eval()
+    x = torch.randn(2, 1, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the features are the source's, the output layer is new
+        assert torch.equal(target.forward_features(x), source.eval().forward_features(x))
+        assert target(x).shape == (2, 3)

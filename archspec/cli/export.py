@@ -81,6 +81,8 @@ def _echo_report(report: ExportReport) -> None:
               help="Write a file whose runtime cannot run here (Core ML off macOS), unverified.")
 @click.option("--weights", type=click.Path(), metavar="FILE",
               help="State dict to load first: .pt/.pth (weights_only) or .safetensors.")
+@click.option("--skip-head", is_flag=True,
+              help="Fine-tuning: load --weights but the output layer, which stays freshly initialised.")
 @click.option("--opset", type=int, help="ONNX opset, written exactly: 13 up to the newest the installed onnx "
               "defines (default 20).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
@@ -108,7 +110,7 @@ def _echo_report(report: ExportReport) -> None:
               "(pip install 'archspec[runtimes]').")
 @guard_options
 @overrides_option
-def command(spec: str, out: str | None, format_name: str, output: str | None, write_unverified: bool, weights: str | None, opset: int | None, batch_size: int,
+def command(spec: str, out: str | None, format_name: str, output: str | None, write_unverified: bool, weights: str | None, skip_head: bool, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
             report_path: str | None, no_verify: bool, exporter: str, precision: str, calibration: str | None,
             io: str, bake_preprocess: bool, verify_with: str | None, max_params: int, max_memory: str | None,
@@ -118,7 +120,7 @@ def command(spec: str, out: str | None, format_name: str, output: str | None, wr
 
     out = output_path(format_name, out, output)
     if format_name != "onnx":
-        export_in_format(spec, out, format_name, weights=weights, precision=precision, write_unverified=write_unverified,
+        export_in_format(spec, out, format_name, weights=weights, skip_head=skip_head, precision=precision, write_unverified=write_unverified,
                          batch_size=batch_size, report_path=report_path, max_params=max_params,
                          max_memory=memory_limit(max_memory), overrides=overrides,
                          onnx_only={"--opset": opset is not None, "--static": static, "--provider": provider != "auto",
@@ -136,7 +138,7 @@ def command(spec: str, out: str | None, format_name: str, output: str | None, wr
     with _progress() as progress:
         try:
             report = archspec.export_onnx(
-                spec, out, overrides=overrides, weights=weights, opset=opset,
+                spec, out, overrides=overrides, weights=weights, skip_head=skip_head, opset=opset,
                 batch_size=batch_size, static=static, provider=provider,
                 tolerance=tolerance, verify=not no_verify, progress=progress,
                 max_params=max_params, max_memory=memory_limit(max_memory), exporter=exporter,

@@ -29,7 +29,7 @@ def output_path(format_name: str, onnx: str | None, output: str | None) -> str:
     return out
 
 
-def export_in_format(spec: str, out: str, format_name: str, *, weights: str | None, precision: str,
+def export_in_format(spec: str, out: str, format_name: str, *, weights: str | None, skip_head: bool, precision: str,
                      write_unverified: bool, batch_size: int, report_path: str | None, max_params: int,
                      max_memory: int | None, overrides: tuple[str, ...], onnx_only: Mapping[str, bool]) -> None:
     """Export, print the report, exit 1 with one line when the file does not match PyTorch."""
@@ -40,7 +40,8 @@ def export_in_format(spec: str, out: str, format_name: str, *, weights: str | No
     with _progress() as progress:
         try:
             report = archspec.export(
-                spec, out, format=format_name, overrides=overrides, weights=weights, precision=precision,
+                spec, out, format=format_name, overrides=overrides, weights=weights, skip_head=skip_head,
+                precision=precision,
                 batch_size=None if source == click.core.ParameterSource.DEFAULT else batch_size,
                 write_unverified=write_unverified, progress=progress, max_params=max_params,
                 max_memory=max_memory, report=report_path)

@@ -303,6 +303,7 @@ def export_onnx(
     out: str | Path,
     *,
     weights: str | Path | None = None,
+    skip_head: bool = False,
     opset: int | None = None,
     batch_size: int = 4,
     static: bool = False,
@@ -348,7 +349,7 @@ def export_onnx(
     progress("building the network")
     module = build_module(result)
     if weights is not None:
-        load_weights(module, weights)
+        load_weights(module, weights, skip_head=skip_head)
     module.eval()
     values = sum(t.numel() for t in (*module.parameters(), *module.buffers()))
     if values * BYTES_PER_VALUE >= _MAX_FILE_BYTES:

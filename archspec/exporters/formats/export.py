@@ -130,6 +130,7 @@ def _run(fmt: Format, path: Path, module: torch.nn.Module, result: StaticPass, s
 
 
 def export_format(spec: Spec, out: str | Path, options: FormatOptions, *, weights: str | Path | None = None,
+                  skip_head: bool = False,
                   inputs: Sequence[Named] = (), report: str | Path | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> FormatReport:
     """Write ``spec``'s network to ``out`` in ``options.format`` and prove it in that format's runtime.
@@ -150,7 +151,7 @@ def export_format(spec: Spec, out: str | Path, options: FormatOptions, *, weight
     progress("building the network")
     module = build_module(result)
     if weights is not None:
-        load_weights(module, weights)
+        load_weights(module, weights, skip_head=skip_head)
     module.eval()
     dynamic = _free_axes(fmt, result)
     example = torch.randn((batch, *result.input_shape), generator=torch.Generator().manual_seed(_EXAMPLE_SEED))
