@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from archspec.errors import Problem, SpecError, first_line
+from archspec.format.paths import file_kind
 from archspec.network import OUTPUT_LAYERS
 
 logger = logging.getLogger(__name__)
@@ -166,13 +167,6 @@ def _reason(error: BaseException) -> str:
     return _sentence(text) or type(error).__name__
 
 
-def _file_kind(mode: int) -> str:
-    """What a path that is not a regular file is, for the message that refuses it."""
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _open_regular(path: Path) -> BinaryIO:
     """Open ``path`` for reading if it is a regular file, refused by its kind before it is opened:
     a FIFO would block and ``/dev/zero`` never ends."""
@@ -184,7 +178,7 @@ def _open_regular(path: Path) -> BinaryIO:
     except OSError as error:
         raise SpecError(Problem(f"cannot read weights file: {error.strerror or error}", file=file)) from None
     if not stat.S_ISREG(mode):
-        kind = _file_kind(mode)
+        kind = file_kind(mode)
         message = "weights file is a directory" if stat.S_ISDIR(mode) else \
             f"cannot read weights file: {kind}, not a regular file"
         raise SpecError(Problem(message, file=file))

@@ -151,7 +151,9 @@ CLI_INTRO = """\
 
 Every command that reads a spec prints bad input as one line per problem,
 `FILE:LINE:COL: dotted.path: message`, and exits with status 2; no traceback
-reaches the terminal. Exit status 0 means success, 130 an interrupt (Ctrl-C).
+reaches the terminal. Exit status 0 means success; 1 a file that does not match PyTorch
+(export, benchmark) or a network that does not fit at batch 1 (fit); 130, 143 or 129 an
+interrupt (SIGINT, SIGTERM, SIGHUP), with no new output left behind.
 A new command appears here once it is registered in `archspec/cli/__init__.py`
 and this page is regenerated.
 """

@@ -346,7 +346,7 @@ def interrupt_at(monkeypatch):
         def reporting():
             yield progress
 
-        monkeypatch.setattr(export_command, "_progress", reporting)
+        monkeypatch.setattr(export_command, "progress", reporting)
         return seen
 
     return arm

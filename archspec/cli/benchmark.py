@@ -9,7 +9,7 @@ import click
 
 import archspec
 from archspec import VerificationError
-from archspec.cli.export import EXIT_VERIFICATION_FAILED, _progress
+from archspec.cli.options import EXIT_VERIFICATION_FAILED, progress
 from archspec.cli.options import overrides_option, spec_argument
 
 
@@ -34,10 +34,10 @@ def command(spec: str, formats: str | None, weights: str | None, precision: str,
             as_json: bool, overrides: tuple[str, ...]) -> None:
     """Write SPEC in every format this machine can run, verify each, and time it."""
     names = tuple(name.strip() for name in (formats or "").split(",") if name.strip())
-    with _progress() as progress:
+    with progress() as step:
         try:
             report = archspec.benchmark(spec, formats=names, overrides=overrides, weights=weights,
-                                        precision=precision, batch_size=batch_size, rounds=rounds, progress=progress)
+                                        precision=precision, batch_size=batch_size, rounds=rounds, progress=step)
         except VerificationError as error:
             failure: VerificationError | None = error
         else:

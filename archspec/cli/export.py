@@ -11,23 +11,14 @@ import click
 
 import archspec
 from archspec import FP32_TOLERANCE, ExportReport, Problem, SpecError, Tolerance, VerificationError
-from archspec.cli.options import guard_options, memory_limit, overrides_option, spec_argument
-
-EXIT_VERIFICATION_FAILED = 1
-
-
-@contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr when it is a terminal; silence otherwise (pipes, CI, tests)."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield lambda _: None
-        return
-    with console.status("starting") as status:
-        yield status.update
-
+from archspec.cli.options import (
+    EXIT_VERIFICATION_FAILED,
+    guard_options,
+    memory_limit,
+    overrides_option,
+    progress,
+    spec_argument,
+)
 
 def _echo_report(report: ExportReport) -> None:
     fallback = f" (fallback: {report.exporter_fallback_reason})" if report.exporter_fallback_reason else ""
@@ -135,12 +126,12 @@ def command(spec: str, out: str | None, format_name: str, output: str | None, wr
     )
     if report_path is not None and not Path(report_path).parent.is_dir():
         raise SpecError(Problem("report directory does not exist", file=report_path))
-    with _progress() as progress:
+    with progress() as step:
         try:
             report = archspec.export_onnx(
                 spec, out, overrides=overrides, weights=weights, skip_head=skip_head, opset=opset,
                 batch_size=batch_size, static=static, provider=provider,
-                tolerance=tolerance, verify=not no_verify, progress=progress,
+                tolerance=tolerance, verify=not no_verify, progress=step,
                 max_params=max_params, max_memory=memory_limit(max_memory), exporter=exporter,
                 precision=precision, calibration=calibration, io_fp16=io == "fp16",
                 bake_preprocess=bake_preprocess,

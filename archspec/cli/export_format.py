@@ -9,7 +9,7 @@ import click
 
 import archspec
 from archspec import Problem, SpecError, VerificationError
-from archspec.cli.export import EXIT_VERIFICATION_FAILED, _progress
+from archspec.cli.options import EXIT_VERIFICATION_FAILED, progress
 
 
 def output_path(format_name: str, onnx: str | None, output: str | None) -> str:
@@ -37,13 +37,13 @@ def export_in_format(spec: str, out: str, format_name: str, *, weights: str | No
     if given:
         raise SpecError(Problem(f"applies to ONNX files only, not --format {format_name}", option=given[0]))
     source = click.get_current_context().get_parameter_source("batch_size")
-    with _progress() as progress:
+    with progress() as step:
         try:
             report = archspec.export(
                 spec, out, format=format_name, overrides=overrides, weights=weights, skip_head=skip_head,
                 precision=precision,
                 batch_size=None if source == click.core.ParameterSource.DEFAULT else batch_size,
-                write_unverified=write_unverified, progress=progress, max_params=max_params,
+                write_unverified=write_unverified, progress=step, max_params=max_params,
                 max_memory=max_memory, report=report_path)
         except VerificationError as error:
             failure: VerificationError | None = error

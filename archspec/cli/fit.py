@@ -8,7 +8,7 @@ import click
 
 import archspec
 from archspec import OPTIMIZER_STATE, format_bytes
-from archspec.cli.export import _progress as progress
+from archspec.cli.options import progress
 from archspec.cli.options import overrides_option, spec_argument
 
 EXIT_DOES_NOT_FIT = 1

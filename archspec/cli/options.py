@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from archspec import DEFAULT_MAX_PARAMS, parse_bytes
+
+EXIT_VERIFICATION_FAILED = 1
+"""A file that does not match PyTorch (or a fit that fails at batch 1): not bad input, not a crash."""
+
+
+@contextlib.contextmanager
+def progress() -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr when it is a terminal; silence otherwise (pipes, CI, tests)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda _: None
+        return
+    with console.status("starting") as status:
+        yield status.update
+
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False))
 

@@ -45,6 +45,8 @@ class Stage:
     """(path, point) of each earlier map the part reads besides its input (its skips)."""
     skips: tuple[Shape, ...] = ()
     """The shape of each map in ``reads``."""
+    tapped: frozenset[str] = frozenset()
+    """Points inside the part (not ``output``) that later parts read or the spec's outputs take."""
     exclusive_gradient: bool = False
     """Whether the gradient of the part's output reaches it as a tensor nothing else holds: one
     reader, which declares ``own_input_gradient`` (a dense block then accumulates in place)."""
@@ -162,7 +164,9 @@ def static_pass(spec: Spec) -> StaticPass:
         skips = tuple(_point_shape(stages, *read) for read in reads)
         out_shape, params = part.infer(shape, path, skips)
         readers = (index + 1 < len(located)) + taps.count((path, "output"))  # the next part, skips, outputs
-        stages.append(Stage(path, role, part, numbers[numbering], shape, out_shape, params, readers, reads, skips))
+        tapped = frozenset(point for taken, point in taps if taken == path and point != "output")
+        stages.append(Stage(path, role, part, numbers[numbering], shape, out_shape, params, readers, reads, skips,
+                            tapped))
         if len(stages) > 1 and stages[-2].readers == 1 and part.own_input_gradient:
             stages[-2] = dataclasses.replace(stages[-2], exclusive_gradient=True)
         shape = out_shape

@@ -7,7 +7,6 @@ holds ``write``, ``runner`` and ``not_runnable``; it is imported by that constan
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
@@ -51,8 +50,20 @@ class Format:
         return f"pip install 'archspec[{self.extra}]'"
 
     def implementation(self) -> ModuleType:
-        """The module that writes and runs the format (imports its converter lazily)."""
-        return importlib.import_module(self.module)
+        """The module that writes and runs the format, imported on first use: it imports torch (and
+        its converter lazily). A fixed table of archspec's own modules, never a name from input."""
+        from archspec.exporters.formats import (
+            coreml,
+            executorch,
+            litert,
+            onnx_file,
+            openvino_ir,
+            tensorrt,
+            torch_export,
+        )
+
+        modules = (coreml, executorch, litert, onnx_file, openvino_ir, tensorrt, torch_export)
+        return {module.__name__: module for module in modules}[self.module]
 
 
 _FP32 = 1e-4  # a runtime of its own reorders sums: DenseNet-121's logits stay within 2e-6 of the largest

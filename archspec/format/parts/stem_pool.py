@@ -102,6 +102,8 @@ class PooledStem(StagePart):
         if not efficient:
             return stored, 0
         kept = values(stage.in_shape)
+        if "activation" in stage.tapped:  # recomputation is cut there: the pool's checkpoint keeps that map
+            kept += values(self.unpooled(stage.in_shape))
         return kept, stored - kept
 
     def pool_label(self) -> str:

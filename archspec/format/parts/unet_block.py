@@ -92,8 +92,7 @@ class UNetBlock(StagePart):
         return (stored + self.out_channels) * per_position, 0
 
     def box(self, stage: Stage) -> Box:
-        skip = f" + {self.skip}" if self.skip else ""
-        return Box("decoder", f"{self.mode} up{skip}, 2 × conv → {self.out_channels}", "#dce9f5")
+        return Box("decoder", f"{self.mode} up, 2 conv → {self.out_channels}", "#dce9f5")  # skips drawn as arcs
 
     def depth_widths(self, stage: Stage) -> list[int]:
         return [self.out_channels] * CONVS
