@@ -180,3 +180,20 @@ def test_build_summary_with_mismatched_weights_prints_no_table(tmp_path: Path) -
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (f"{weights}: 2 shape mismatches: classifier.weight (file (5, 248), model (10, 248)), "
                              "classifier.bias (file (5), model (10)); to fine-tune another output layer, skip the file's (--skip-head, skip_head=True)\n")
+
+
+@pytest.mark.parametrize("command", [("validate",), ("build",), ("diagram", "-o", "{out}/d.svg"),
+                                     ("fit", "--memory", "1GiB"), ("export", "--onnx", "{out}/c.onnx")])
+def test_allow_extends_outside_reaches_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "inside").mkdir()
+    (tmp_path / "outside" / "base.yaml").write_text(
+        (ROOT / "specs" / "tutorial.yaml").read_text() + "\n", encoding="utf-8")
+    child = tmp_path / "inside" / "child.yaml"
+    child.write_text("extends: ../outside/base.yaml\nname: child\n", encoding="utf-8")
+    name, *rest = (part.format(out=tmp_path) for part in command)
+    refused = _invoke(name, str(child), *rest)
+    assert refused.exit_code == 2 and "pass --allow-extends-outside to read it" in refused.output, refused.output
+    allowed = _invoke(name, "--allow-extends-outside", str(child), *rest)
+    assert allowed.exit_code == 0, allowed.output
+    assert "child" in allowed.output or "wrote" in allowed.output

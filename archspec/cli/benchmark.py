@@ -9,7 +9,7 @@ import click
 
 import archspec
 from archspec import VerificationError
-from archspec.cli.options import EXIT_VERIFICATION_FAILED, progress
+from archspec.cli.options import EXIT_VERIFICATION_FAILED, extends_option, progress, spec_source
 from archspec.cli.options import overrides_option, spec_argument
 
 
@@ -30,9 +30,11 @@ def _size(value: int | None) -> str:
               help="Timed runs per batch after one warm-up; the median is shown.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @overrides_option
+@extends_option
 def command(spec: str, formats: str | None, weights: str | None, precision: str, batch_size: int, rounds: int,
-            as_json: bool, overrides: tuple[str, ...]) -> None:
+            as_json: bool, overrides: tuple[str, ...], allow_extends_outside: bool) -> None:
     """Write SPEC in every format this machine can run, verify each, and time it."""
+    spec, overrides = spec_source(spec, overrides, allow_extends_outside)
     names = tuple(name.strip() for name in (formats or "").split(",") if name.strip())
     with progress() as step:
         try:

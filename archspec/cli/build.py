@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from archspec.cli.options import (
+    extends_option,
+    spec_source,
     count,
     guard_options,
     memory_limit,
@@ -18,6 +20,7 @@ import archspec
 @click.command("build")
 @spec_argument
 @overrides_option
+@extends_option
 @click.option("--print-spec", is_flag=True,
               help="Print the resolved spec (after extends, defaults and --set) as YAML.")
 @click.option("--weights", type=click.Path(), metavar="FILE",
@@ -30,12 +33,14 @@ import archspec
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size of the input used for the summary and the memory check.")
 @guard_options
-def command(spec: str, overrides: tuple[str, ...], print_spec: bool, weights: str | None, skip_head: bool,
+def command(spec: str, overrides: tuple[str, ...], allow_extends_outside: bool, print_spec: bool,
+            weights: str | None, skip_head: bool,
             summary: bool, depth: int, batch_size: int, max_params: int, max_memory: str | None) -> None:
     """Build SPEC into a torch module and print its parameters and output shape.
 
     With --print-spec, standard output holds the resolved spec and nothing else.
     """
+    spec, overrides = spec_source(spec, overrides, allow_extends_outside)
     resolved = archspec.load_spec(spec, overrides)
     model = archspec.build(
         resolved, batch_size=batch_size, max_params=max_params, max_memory=memory_limit(max_memory)

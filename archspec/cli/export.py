@@ -12,6 +12,8 @@ import click
 import archspec
 from archspec import FP32_TOLERANCE, ExportReport, Problem, SpecError, Tolerance, VerificationError
 from archspec.cli.options import (
+    extends_option,
+    spec_source,
     EXIT_VERIFICATION_FAILED,
     guard_options,
     memory_limit,
@@ -101,12 +103,14 @@ def _echo_report(report: ExportReport) -> None:
               "(pip install 'archspec[runtimes]').")
 @guard_options
 @overrides_option
+@extends_option
 def command(spec: str, out: str | None, format_name: str, output: str | None, write_unverified: bool, weights: str | None, skip_head: bool, opset: int | None, batch_size: int,
             static: bool, provider: str, rtol: float | None, atol: float | None,
             report_path: str | None, no_verify: bool, exporter: str, precision: str, calibration: str | None,
             io: str, bake_preprocess: bool, verify_with: str | None, max_params: int, max_memory: str | None,
-            overrides: tuple[str, ...]) -> None:
+            overrides: tuple[str, ...], allow_extends_outside: bool) -> None:
     """Export SPEC to an ONNX file (or --format) and verify it in its runtime."""
+    spec, overrides = spec_source(spec, overrides, allow_extends_outside)
     from archspec.cli.export_format import export_in_format, output_path
 
     out = output_path(format_name, out, output)

@@ -8,8 +8,7 @@ import click
 
 import archspec
 from archspec import OPTIMIZER_STATE, format_bytes
-from archspec.cli.options import progress
-from archspec.cli.options import overrides_option, spec_argument
+from archspec.cli.options import extends_option, overrides_option, progress, spec_argument, spec_source
 
 EXIT_DOES_NOT_FIT = 1
 """Neither mode fits batch 1 in --memory: the answer is no, as a failed verification is (docs/cli.md)."""
@@ -18,6 +17,7 @@ EXIT_DOES_NOT_FIT = 1
 @click.command("fit")
 @spec_argument
 @overrides_option
+@extends_option
 @click.option("--memory", "memory", required=True, metavar="SIZE",
               help="Memory available for training, e.g. 4GiB, 2GB or 512MiB.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
@@ -27,9 +27,10 @@ EXIT_DOES_NOT_FIT = 1
 @click.option("--measure", is_flag=True,
               help="Also run one real training step per mode in a subprocess and compare.")
 def command(
-    spec: str, overrides: tuple[str, ...], memory: str, batch_size: int, optimizer: str, measure: bool
+    spec: str, overrides: tuple[str, ...], allow_extends_outside: bool, memory: str, batch_size: int, optimizer: str, measure: bool
 ) -> None:
     """Estimate the training memory of SPEC and the largest batch that fits in --memory."""
+    spec, overrides = spec_source(spec, overrides, allow_extends_outside)
     budget = archspec.parse_bytes(memory, option="--memory")
     resolved = archspec.load_spec(spec, overrides)
     fits = archspec.fit(resolved, budget=budget, optimizer=optimizer)

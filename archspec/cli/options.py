@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+import archspec
 from archspec import DEFAULT_MAX_PARAMS, parse_bytes
 
 EXIT_VERIFICATION_FAILED = 1
@@ -25,6 +26,23 @@ def progress() -> Iterator[Callable[[str], None]]:
         return
     with console.status("starting") as status:
         yield status.update
+
+
+extends_option = click.option(
+    "--allow-extends-outside", "allow_extends_outside", is_flag=True,
+    help="Let extends: read base specs outside the spec's folder and the working directory "
+    "(only for specs you trust; docs/security.md).",
+)
+
+
+def spec_source(spec: str, overrides: tuple[str, ...],
+                allow_extends_outside: bool) -> tuple[str | dict[str, Any], tuple[str, ...]]:
+    """What a command hands the API for SPEC: the path and its overrides, or, where bases may lie
+    anywhere, the spec loaded under that rule as a mapping (the API reads a path under the default)."""
+    if not allow_extends_outside:
+        return spec, overrides
+    loaded = archspec.load_spec(spec, overrides, allow_extends_outside=True)
+    return loaded.model_dump(mode="json", exclude_unset=True), ()
 
 
 spec_argument = click.argument("spec", type=click.Path(dir_okay=False))

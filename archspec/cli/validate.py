@@ -7,21 +7,23 @@ import sys
 import click
 
 import archspec
-from archspec.cli.options import count, max_params_option, overrides_option, shape
+from archspec.cli.options import count, extends_option, max_params_option, overrides_option, shape
 
 
 @click.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @overrides_option
+@extends_option
 @click.option("-v", "--verbose", is_flag=True,
               help="Also print each part's output shape, parameters and running total.")
 @max_params_option
-def command(specs: tuple[str, ...], overrides: tuple[str, ...], verbose: bool, max_params: int) -> None:
+def command(specs: tuple[str, ...], overrides: tuple[str, ...], allow_extends_outside: bool, verbose: bool,
+            max_params: int) -> None:
     """Validate SPECS and print one line per file; exit 2 if any is invalid or over --max-params."""
     failed = False
     for path in specs:
         try:
-            spec = archspec.load_spec(path, overrides)
+            spec = archspec.load_spec(path, overrides, allow_extends_outside=allow_extends_outside)
             result = archspec.static_pass(spec)
             archspec.check_resources(spec, max_params=max_params, check_memory=False, result=result)
         except archspec.SpecError as error:
