@@ -446,13 +446,14 @@ def upsampling(*, mode: str, in_width: int, out_width: int, dims: int, scale: in
 
 def fitted(x: Tensor, sizes: torch.Size | tuple[int, ...], fit: str) -> Tensor:
     """``x`` with its spatial sizes made ``sizes``: its centre cropped, or zero-padded evenly
-    (the odd row or column last); unchanged when they agree."""
-    if tuple(x.shape[2:]) == tuple(sizes):
+    (the odd row or column last); ``none``: as it is (the static pass found the sizes equal).
+    No branch on the sizes themselves, so ``torch.export`` keeps them symbolic."""
+    if fit == "none":
         return x
     if fit == "crop":
-        starts = [(have - want) // 2 for have, want in zip(x.shape[2:], sizes)]
-        index = (slice(None), slice(None), *(slice(start, start + want) for start, want in zip(starts, sizes)))
-        return x[index]
+        for axis, (have, want) in enumerate(zip(x.shape[2:], sizes), start=2):
+            x = x.narrow(axis, (have - want) // 2, want)
+        return x
     pads: list[int] = []
     for have, want in reversed(list(zip(x.shape[2:], sizes))):  # F.pad lists the last axis first
         pads += [(want - have) // 2, want - have - (want - have) // 2]

@@ -159,7 +159,8 @@ def test_build_summary_with_weights(tmp_path: Path) -> None:
     torch.save(randomize_state(archspec.build(TUTORIAL), seed=7).state_dict(), weights)
     result = _invoke("build", TUTORIAL, "--summary", "--depth", "0", "--weights", str(weights))
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[1].startswith("Layer (type (var_name))")
+    assert result.stdout.splitlines()[0] == f"loaded {weights}: 147 tensors, 758,226 parameters"
+    assert result.stdout.splitlines()[2].startswith("Layer (type (var_name))")
     assert _footer(result.stdout) == [
         "Total params: 758,226",  # tutorial.yaml header
         "Trainable params: 758,226",

@@ -119,12 +119,12 @@ def test_every_group_count_that_does_not_divide_is_reported_with_counts_that_do(
         archspec.load_spec(ROOT / "specs" / "tutorial.yaml", ["defaults.norm={type: group_norm, groups: 7}"])
     assert [f"{problem.path}: {problem.message}" for problem in caught.value.problems] == [
         "stem: group_norm with 7 groups cannot split 64 channels",
-        "body[0]: group_norm with 7 groups cannot split 64 channels",
+        "body[0]: group_norm with 7 groups cannot split 64 or 32 channels",  # a block's input and growth
         "body[1]: group_norm with 7 groups cannot split 192 channels",
-        "body[2]: group_norm with 7 groups cannot split 96 channels",
+        "body[2]: group_norm with 7 groups cannot split 96 or 32 channels",
         "body[4]: group_norm with 7 groups cannot split 32 channels",
         "body[5]: group_norm with 7 groups cannot split 240 channels",
-        "body[6]: group_norm with 7 groups cannot split 120 channels",
+        "body[6]: group_norm with 7 groups cannot split 120 or 32 channels",
         "head: group_norm with 7 groups cannot split 248 channels; "
         "group counts that divide every width here: 4 or 8",
     ]
