@@ -270,5 +270,12 @@ def build_module(result: StaticPass) -> DenseNet:
     model = DenseNet(features=Features(assembly.features, tuple(assembly.recomputed), reads), output=assembly.output,
                      stage_modules=stage_modules, outputs=tapped(result.outputs) if result.named else (),
                      feature_taps=tapped(result.feature_maps()) if has_maps else ())
+    # A map handed out (a named output or a skip) is an activation's own result, not its input
+    # overwritten in place: tracing converters (OpenVINO's) cannot follow the in-place write back.
+    handed_out = [tap.module for tap in model.outputs] + [f"features.{read}" for skips in reads.values() for read in skips]
+    for name in handed_out:
+        module = model.get_submodule(name)
+        if getattr(module, "inplace", False):
+            module.inplace = False
     _initialise(model)
     return model

@@ -38,10 +38,24 @@ def exported(module: nn.Module, example: torch.Tensor, dynamic: Mapping[int, str
     from torch.fx.experimental import _config
 
     # Size-oblivious: no guard that a free size is not 1. Without it, a tutorial exported at 96×96
-    # refused 72×60, where the last feature map is 1 wide ("... // 2 != 1").
+    # refused 72×60, where the last feature map is 1 wide ("... // 2 != 1"). With it, MONAI's 3D
+    # DenseNet came out guarded against batch 1 (x.size()[0] != 1): that program is made again
+    # the usual way, which keeps batch 1 (measured with torch 2.14).
+    shapes = dynamic_shapes(dynamic, max_batch)
     with _config.patch(backed_size_oblivious=True):
-        return torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes(dynamic, max_batch),
-                                   strict=False)
+        program = torch.export.export(module, (example,), dynamic_shapes=shapes, strict=False)
+    if 0 not in dynamic or _takes_batch_one(program, example):
+        return program
+    return torch.export.export(module, (example,), dynamic_shapes=shapes, strict=False)
+
+
+def _takes_batch_one(program: torch.export.ExportedProgram, example: torch.Tensor) -> bool:
+    """Whether the program's input guards admit a batch of one."""
+    try:
+        program.module()(example[:1])
+    except (RuntimeError, AssertionError) as error:  # the guard's failure, raised before any kernel runs
+        return "Guard failed" not in str(error)
+    return True
 
 
 def write(module: nn.Module, example: torch.Tensor, out: Path, *, precision: str, dynamic: Mapping[int, str],
