@@ -163,3 +163,19 @@ def test_the_mode_overrides_the_stem_and_blocks_own_flags() -> None:
                                      (f"stem.memory_efficient={flag}", f"body[0].memory_efficient={flag}"))
         for mode in ("naive", "memory_efficient"):
             assert estimate(flagged, mode=mode) == estimate(_tutorial(), mode=mode), (flag, mode)
+
+
+def test_named_outputs_hold_their_gradients_back_to_their_stage() -> None:
+    # A map named as an output gets its gradient from the loss, before the backward pass
+    # reaches the map's own stage: it is held through every later stage.
+    from archspec.format.memory import skip_gradients
+
+    plain = archspec.load_spec(ROOT / "specs" / "tutorial.yaml")
+    tapped = archspec.load_spec(ROOT / "specs" / "tutorial.yaml",
+                                ["outputs=[{name: early, at: 'body[0]'}, {name: logits, at: head}]"])
+    result = archspec.static_pass(tapped)
+    early = 192 * 24 * 24  # the tutorial's first dense block: 192 channels at 24×24
+    assert skip_gradients(archspec.static_pass(plain)) == (0,) * len(result.stages)
+    assert skip_gradients(result) == (0, 0, *(early,) * (len(result.stages) - 2))
+    more = estimate(tapped, mode="naive").per_sample - estimate(plain, mode="naive").per_sample
+    assert 0 < more <= early * 4  # at most the held gradient's bytes, where it raises the peak

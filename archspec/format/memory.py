@@ -176,14 +176,19 @@ def skip_gradients(result: StaticPass) -> tuple[int, ...]:
     The backward pass of a part that reads an earlier map (a concatenation, a U-Net decoder
     block) hands that map its gradient, which waits until the backward pass reaches the map's
     own stage, where it is added to the gradient from the main path: it is held through every
-    stage in between.
+    stage in between. A map the spec names as an output gets its gradient from the loss, at
+    the start of the backward pass, and holds it from the last stage back to its own.
     """
     index = {stage.path: number for number, stage in enumerate(result.stages)}
     held = [0] * len(result.stages)
-    for reader, stage in enumerate(result.stages):
-        for (path, _point), shape in zip(stage.reads, stage.skips):
-            for between in range(index[path] + 1, reader):
-                held[between] += values(shape)
+    waiting = [(reader, path, shape) for reader, stage in enumerate(result.stages)
+               for (path, _point), shape in zip(stage.reads, stage.skips)]
+    if result.named:
+        waiting += [(len(result.stages), output.path, output.shape) for output in result.outputs
+                    if (output.path, output.point) != ("head", "output")]
+    for reader, path, shape in waiting:
+        for between in range(index[path] + 1, reader):
+            held[between] += values(shape)
     return tuple(held)
 
 
