@@ -57,21 +57,26 @@ def test_static_pass_equals_the_module(spec_file: Path) -> None:
     assert model.num_features == result.num_features
 
 
-def _quick(spec_file: Path) -> archspec.Spec:
+LARGE = 10_000_000  # parameters past which the training tests give each dense block two layers
+
+
+def _quick(spec_file: Path, *, few_layers: bool = False) -> archspec.Spec:
     """The spec, with ImageNet-sized images cut to 64×64 and volumes to 32³: quick, and every
-    layer still runs."""
+    layer still runs. ``few_layers``: a network over ``LARGE`` parameters keeps two layers a
+    block (its widths, growth rate and stem as written), for the tests that train it."""
     spec = archspec.load_spec(spec_file)
     sizes = {"image": ("height", "width"), "volume": ("depth", "height", "width")}.get(spec.input.type, ())
     # 64×64 leaves the last block 2×2: a batch norm over a batch of two 1×1 maps would give
     # ±1 whatever its input, and no gradient.
     side = 64 if spec.input.type == "image" else 32
-    if sizes and getattr(spec.input, sizes[-1]) > side:
-        return archspec.load_spec(spec_file, [f"input.{axis}={side}" for axis in sizes])
-    return spec
+    overrides = [f"input.{axis}={side}" for axis in sizes] if sizes and getattr(spec.input, sizes[-1]) > side else []
+    if few_layers and archspec.static_pass(spec).params > LARGE:
+        overrides += [f"body[{index}].num_layers=2" for index, part in enumerate(spec.body) if part.type == "dense_block"]
+    return archspec.load_spec(spec_file, overrides) if overrides else spec
 
 
 def test_forward_is_finite_and_every_parameter_learns(spec_file: Path) -> None:
-    spec = _quick(spec_file)
+    spec = _quick(spec_file, few_layers=True)
     model = archspec.build(spec).train()
     # A batch norm over two values gives ±1 whatever its input, and no gradient: feature
     # vectors, and a 32³ volume's last 1×1×1 block, take a batch of four; images keep two
@@ -180,7 +185,7 @@ def _assert_forward_matches_its_parts(spec: archspec.Spec, seed: int) -> torch.T
 
 
 def test_forward_features_and_head_by_hand_on_every_spec(spec_file: Path) -> None:
-    spec = _quick(spec_file)
+    spec = _quick(spec_file, few_layers=True)
     if not archspec.static_pass(spec).head.part.pools:
         pytest.skip("a per-position or features head: tests/test_segmentation.py and test_backbone.py compare "
                     "those networks with their references")

@@ -176,10 +176,6 @@ def _small(spec: str) -> tuple[str, ...]:
     return sizes + blocks
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", [name for name in ("torch-export", "openvino", "executorch", "litert")
-                                 if FORMATS[name].implementation and all(
-                                     importlib.util.find_spec(p) for p in FORMATS[name].packages)])
 # One reference spec of every kind the format describes, where the suite's time allows all 17: an
 # image classifier with a blur-pooled deep stem, feature vectors, a volume classifier, a backbone
 # with named outputs, segmentation in 2D (transposed convolutions, U-Net) and 3D.
@@ -189,6 +185,10 @@ KINDS = ["specs/tutorial.yaml", "specs/timm/densenetblur121d.yaml", "specs/mlp_t
          "specs/segmentation/fc_densenet_3d.yaml"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", [name for name in ("torch-export", "openvino", "executorch", "litert")
+                                 if FORMATS[name].implementation and all(
+                                     importlib.util.find_spec(p) for p in FORMATS[name].packages)])
 @pytest.mark.parametrize("spec", KINDS)
 def test_every_kind_of_spec_in_every_format_that_runs_here(tmp_path: Path, spec: str, fmt: str) -> None:
     overrides = _small(spec)
