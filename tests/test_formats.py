@@ -165,15 +165,20 @@ def test_onnx_stays_the_default_and_format_onnx_is_export_onnx(tmp_path: Path) -
 
 
 def _small(spec: str) -> tuple[str, ...]:
-    """Overrides that make a reference spec small enough to convert in seconds: a 32-wide input, and
-    (for the long ones) two layers per dense block."""
+    """Overrides that make a reference spec small enough to convert in seconds: two layers per
+    dense block, and the smallest input of 16 or 32 a side (256 long) that leaves every map 1 wide."""
     document = archspec.load_spec(spec)
-    result = archspec.static_pass(document)
-    spatial = len(result.input_shape) - 1
+    spatial = len(archspec.static_pass(document).input_shape) - 1
     names = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}.get(spatial, ())
-    sizes = tuple(f"input.{name}=32" for name in names) if spatial != 1 else ("input.length=256",)
     blocks = tuple(f"body[{i}].num_layers=2" for i, part in enumerate(document.body) if part.type == "dense_block")
-    return sizes + blocks
+    for side in ((256,) if spatial == 1 else (16, 32)):
+        sizes = tuple(f"input.{name}={side}" for name in names)
+        try:
+            archspec.static_pass(archspec.load_spec(spec, sizes + blocks))
+        except SpecError:
+            continue
+        return sizes + blocks
+    return blocks
 
 
 # One reference spec of every kind the format describes, where the suite's time allows all 17: an
@@ -185,11 +190,21 @@ KINDS = ["specs/tutorial.yaml", "specs/timm/densenetblur121d.yaml", "specs/mlp_t
          "specs/segmentation/fc_densenet_3d.yaml"]
 
 
+# Proven by the tests above: not again here.
+COVERED = {("specs/tutorial.yaml", "torch-export"), ("specs/tutorial.yaml", "openvino"),
+           ("specs/mlp_tabular.yaml", "openvino"), ("specs/monai/densenet121_3d.yaml", "openvino")}
+RUNNABLE = [name for name in ("torch-export", "openvino", "executorch", "litert")
+            if all(importlib.util.find_spec(package) for package in FORMATS[name].packages)]
+# torch 2.14's size-oblivious export of the 3D FC-DenseNet guards its 1×1×1 bottleneck's positions
+# (`sym_max(1, depth // 16) * … != 1`), so the second verification size is refused: a known limit.
+GUARDED = pytest.mark.xfail(strict=True, reason="torch.export guards a 3D FC-DenseNet against a 1×1×1 bottleneck")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", [name for name in ("torch-export", "openvino", "executorch", "litert")
-                                 if FORMATS[name].implementation and all(
-                                     importlib.util.find_spec(p) for p in FORMATS[name].packages)])
-@pytest.mark.parametrize("spec", KINDS)
+@pytest.mark.parametrize(("spec", "fmt"), [
+    pytest.param(spec, fmt, marks=[GUARDED] if (spec, fmt) == ("specs/segmentation/fc_densenet_3d.yaml",
+                                                                 "torch-export") else [])
+    for spec in KINDS for fmt in RUNNABLE if (spec, fmt) not in COVERED])
 def test_every_kind_of_spec_in_every_format_that_runs_here(tmp_path: Path, spec: str, fmt: str) -> None:
     overrides = _small(spec)
     spatial = len(archspec.static_pass(archspec.load_spec(spec, overrides)).input_shape) - 1
