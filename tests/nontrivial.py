@@ -4,7 +4,7 @@ A freshly initialised BatchNorm is an identity in eval mode (mean 0, variance 1,
 weight 1, bias 0), so two networks that differ in norm/activation order, or one
 that ignores running statistics, give the same outputs. Every comparison with
 torchvision, timm, MONAI or an ONNX runtime first fills the norms (and the biases
-that init leaves at zero) with seeded random values from here.
+that init leaves at zero) with seeded random values (``randomize_state``).
 """
 
 from __future__ import annotations
@@ -12,30 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from archspec.exporters.random_state import randomize_state  # the product's own, which its export check uses
 
-def randomize_state(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every norm random running statistics and affine values, and every bias random values.
-
-    Variances are drawn in [0.5, 2] and scales in [0.5, 1.5] so that a 200-layer
-    network's activations neither vanish nor overflow. Returns ``model``.
-    """
-    generator = torch.Generator().manual_seed(seed)
-
-    def uniform(tensor: Tensor, low: float, high: float) -> Tensor:
-        return torch.rand(tensor.shape, generator=generator) * (high - low) + low
-
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.3)
-                module.running_var.copy_(uniform(module.running_var, 0.5, 2.0))
-            if getattr(module, "weight", None) is not None and isinstance(
-                module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-            ):
-                module.weight.copy_(uniform(module.weight, 0.5, 1.5))
-            if getattr(module, "bias", None) is not None and isinstance(module.bias, Tensor):
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.2)
-    return model
+__all__ = ["assert_matches", "randomize_state", "relative_error"]
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt
 
 from archspec.format.parts.base import Box, Shape, StagePart, linear_params, positions, spatial_dims
 from archspec.format.parts.vocabulary import (
-    INHERIT,
     Activation,
+    INHERIT,
     Inherit,
     LayerKind,
     Norm,
+    OddKernel,
     check_norm,
     norm_act_values,
     norm_params,
@@ -42,7 +43,7 @@ class DenseBlock(StagePart):
     layer: LayerKind = "conv"
     """``conv`` (norm-activation-convolution, signal/image/volume input) or ``linear``
     (norm-activation-Linear, tabular input)."""
-    kernel_size: PositiveInt = 3
+    kernel_size: OddKernel = 3
     """Kernel of each layer's last convolution (odd: padding keeps the size); 1 for linear layers."""
     growth_rate: PositiveInt | Inherit = INHERIT
     """Channels (or features) each layer adds; ``inherit``: ``defaults.growth_rate``."""
@@ -61,13 +62,6 @@ class DenseBlock(StagePart):
     output: Literal["all", "new"] = "all"
     """``all``: the input and every layer's new features; ``new``: the new features only
     (FC-DenseNet's bottleneck and up path, whose input comes back through a skip)."""
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd_kernel(cls, kernel_size: int) -> int:
-        if kernel_size % 2 == 0:
-            raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
-        return kernel_size
 
     def layer_kind(self) -> str | None:
         return self.layer

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt
 
 from archspec.format.parts.base import INDEX_VALUES, Box, HeadPart, Shape, linear_params, spatial_dims, values
 from archspec.format.parts.vocabulary import (
-    INHERIT,
     Activation,
+    INHERIT,
     Inherit,
     Norm,
+    OddKernel,
     check_norm,
     keeps_output,
     norm_act_values,
@@ -121,19 +122,12 @@ class SegmentationHead(HeadPart):
     """Tag: a per-position classification head."""
     num_classes: PositiveInt
     """Number of output classes (channels of the logits)."""
-    kernel_size: PositiveInt = 1
+    kernel_size: OddKernel = 1
     """Kernel of the output convolution (odd: padding keeps the size)."""
     norm: Norm = "none"
     """Normalisation before the output convolution (none in FC-DenseNet or a U-Net)."""
     activation: Activation = "none"
     """Activation before the output convolution."""
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd_kernel(cls, kernel_size: int) -> int:
-        if kernel_size % 2 == 0:
-            raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
-        return kernel_size
 
     @property
     def outputs(self) -> int:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import PositiveInt, field_validator
+from pydantic import PositiveInt
 
 from archspec.format.parts.base import At, Box, Shape, StagePart, linear_params, positions, spatial_dims
 from archspec.format.parts.vocabulary import (
-    INHERIT,
     Activation,
+    INHERIT,
     Inherit,
     Norm,
+    OddKernel,
     check_norm,
     norm_act_values,
     norm_name,
@@ -41,19 +42,12 @@ class UNetBlock(StagePart):
     """Interpolation of the upsampling (``linear``: bi/trilinear, ``align_corners: false``)."""
     scale: PositiveInt = 2
     """Upsampling factor when there is no skip to match."""
-    kernel_size: PositiveInt = 3
+    kernel_size: OddKernel = 3
     """Kernel of both convolutions (odd: padding keeps the size)."""
     norm: Norm | Inherit = INHERIT
     """Normalisation after each convolution; ``inherit``: ``defaults.norm``."""
     activation: Activation | Inherit = INHERIT
     """Activation after each normalisation; ``inherit``: ``defaults.activation``."""
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd_kernel(cls, kernel_size: int) -> int:
-        if kernel_size % 2 == 0:
-            raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
-        return kernel_size
 
     def reads(self) -> tuple[str, ...]:
         return () if self.skip is None else (self.skip,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt
 
 from archspec.errors import Problem, SpecError
 
@@ -19,6 +19,16 @@ LayerKind = Literal["conv", "linear"]
 INHERIT = "inherit"
 """A field's value when it takes the spec's ``defaults`` (what leaving it out means)."""
 Inherit = Literal["inherit"]
+
+
+def _odd(kernel_size: int) -> int:
+    if kernel_size % 2 == 0:
+        raise ValueError(f"must be odd so that padding keeps the size, got {kernel_size}")
+    return kernel_size
+
+
+OddKernel = Annotated[PositiveInt, AfterValidator(_odd)]
+"""A convolution's kernel that a padding of ``kernel_size // 2`` keeps the size with."""
 
 
 class _Choice(BaseModel):
