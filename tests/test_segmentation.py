@@ -186,3 +186,18 @@ def test_segmentation_exports_verified_at_two_sizes(name: str, tmp_path) -> None
     assert [case.output_shape for case in cases] == [(1, 11, 64, 64), (4, 11, 64, 64), (4, 11, 48, 40)]
     assert all(case.passed for case in cases)
     assert report.random_state is not None and report.random_state.passed
+
+
+@pytest.mark.parametrize("name", ["fc_densenet56", "unet_densenet121"])
+def test_segmentation_of_signals_exports_verified(name: str, tmp_path) -> None:
+    # The same parts in 1D: transposed or nearest upsampling, crops and skips along one axis.
+    spec = archspec.load_spec(SPECS / f"{name}.yaml", ["input={type: signal, channels: 2, length: 100}",
+                                                       *(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6))])
+    result = archspec.static_pass(spec)
+    assert result.out_shape == (11, 100)
+    report = archspec.export_onnx(spec, tmp_path / "signal.onnx")
+    cases = report.verification.cases
+    assert [case.output_shape[:2] for case in cases] == [(1, 11), (4, 11), (4, 11)]
+    assert [case.output_shape[2] for case in cases] == [case.input_shape[2] for case in cases]  # logits per position
+    assert len({case.input_shape[2] for case in cases}) == 2, "a second length is verified too"
+    assert report.verification.passed and report.random_state is not None and report.random_state.passed
