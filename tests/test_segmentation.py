@@ -201,3 +201,10 @@ def test_segmentation_of_signals_exports_verified(name: str, tmp_path) -> None:
     assert [case.output_shape[2] for case in cases] == [case.input_shape[2] for case in cases]  # logits per position
     assert len({case.input_shape[2] for case in cases}) == 2, "a second length is verified too"
     assert report.verification.passed and report.random_state is not None and report.random_state.passed
+
+
+def test_scores_that_do_not_come_back_to_the_input_size_are_refused_with_sizes_that_do() -> None:
+    # The U-Net's last block doubles the stem's 38 positions (a stride-2 convolution of 75) to 76.
+    with pytest.raises(archspec.SpecError, match=r"input: the segmentation head's scores are 76×100 for a 75×100 "
+                                                 r"input: .* do not come back to its size; use 74×100 or 76×100$"):
+        archspec.static_pass(archspec.load_spec(SPECS / "unet_densenet121.yaml", ["input.height=75", "input.width=100"]))

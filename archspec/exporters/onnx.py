@@ -85,15 +85,20 @@ def _second_size(spec: Spec) -> tuple[int, ...]:
     """A non-square spatial size other than the declared one that the network accepts."""
     sizes = static_pass(spec).input_shape[1:]
     names = _SPATIAL_AXES[len(sizes)]
-    # 3/4 × 5/8 (× 7/8 for volumes), or 5/4 × 9/8 (× 11/8) when the smaller size falls below 1×1.
+    # 3/4 × 5/8 (× 7/8 for volumes), or 5/4 × 9/8 (× 11/8) when the smaller size falls below 1×1;
+    # each rounded down to a multiple of 2, 4, … where a segmentation network's scores must come
+    # back to the input's size (a U-Net's odd sizes do not).
     for factors in (((3, 4), (5, 8), (7, 8)), ((5, 4), (9, 8), (11, 8))):
-        candidate = tuple(size * num // den for size, (num, den) in zip(sizes, factors))
-        overrides = dict(zip(names, candidate))
-        try:
-            static_pass(spec.model_copy(update={"input": spec.input.model_copy(update=overrides)}))
-        except SpecError:
-            continue
-        return candidate
+        for step in (1, 2, 4, 8, 16, 32, 64):
+            candidate = tuple(max(step, size * num // den // step * step) for size, (num, den) in zip(sizes, factors))
+            if candidate == tuple(sizes):
+                continue
+            overrides = dict(zip(names, candidate))
+            try:
+                static_pass(spec.model_copy(update={"input": spec.input.model_copy(update=overrides)}))
+            except SpecError:
+                continue
+            return candidate
     raise AssertionError("a larger input always passes the static pass")  # pragma: no cover
 
 

@@ -147,8 +147,48 @@ def static_pass(spec: Spec) -> StaticPass:
     """Output shape and parameters of every part of ``spec``, and of every output.
 
     Raises:
-        SpecError: a part's spatial size falls below 1×1, or a transition keeps no channels.
+        SpecError: a part's spatial size falls below 1×1, a transition keeps no channels, or
+            per-position class scores do not come back to the input's size (with sizes that do).
     """
+    result = _walk(spec)
+    head = result.head
+    if head.part.class_scores and not head.part.pools and head.out_shape[1:] != result.input_shape[1:]:
+        raise SpecError(Problem(
+            f"the {head.kind} head's scores are {_size(head.out_shape)} for a {_size(result.input_shape)} input: "
+            f"the pooling and upsampling do not come back to its size{_sizes_that_do(spec)}", path="input"))
+    return result
+
+
+_MAX_STRIDE_POWER = 6  # sizes suggested are multiples of 2, 4, … 64: a DenseNet halves at most six times
+
+
+def _size(shape: Shape) -> str:
+    return "×".join(map(str, shape[1:]))
+
+
+def _sizes_that_do(spec: Spec) -> str:
+    """``; use 64×96 or 96×128``: the nearest multiples of the smallest power of two that work, if any."""
+    sizes = spec.input.sample_shape()[1:]
+    names = [name for name in ("length", "depth", "height", "width") if name in type(spec.input).model_fields]
+    for power in range(1, _MAX_STRIDE_POWER + 1):
+        step = 2**power
+        working = []
+        down = tuple(max(step, size - size % step) for size in sizes)
+        up = tuple(size + (-size) % step for size in sizes)
+        for candidate in (down, up):
+            try:
+                tried = _walk(spec.model_copy(update={"input": spec.input.model_copy(
+                    update=dict(zip(names, candidate)))}))
+            except SpecError:
+                continue
+            if tried.head.out_shape[1:] == candidate:
+                working.append("×".join(map(str, candidate)))
+        if working:
+            return f"; use {' or '.join(dict.fromkeys(working))}"
+    return ""
+
+
+def _walk(spec: Spec) -> StaticPass:
     shape = spec.input.sample_shape()
     located = [("stem", "stem", spec.stem), *(("body", f"body[{i}]", part) for i, part in enumerate(spec.body)),
                ("head", "head", spec.head)]
