@@ -88,10 +88,10 @@ def _second_size(spec: Spec) -> tuple[int, ...]:
     # 3/4 × 5/8 (× 7/8 for volumes), or 5/4 × 9/8 (× 11/8) when the smaller size falls below 1×1;
     # each rounded down to a multiple of 2, 4, … where a segmentation network's scores must come
     # back to the input's size (a U-Net's odd sizes do not).
-    for factors in (((3, 4), (5, 8), (7, 8)), ((5, 4), (9, 8), (11, 8))):
-        for step in (1, 2, 4, 8, 16, 32, 64):
-            candidate = tuple(max(step, size * num // den // step * step) for size, (num, den) in zip(sizes, factors))
-            if candidate == tuple(sizes):
+    for step in (1, 2, 4, 8, 16, 32, 64):
+        for factors in (((3, 4), (5, 8), (7, 8)), ((5, 4), (9, 8), (11, 8))):
+            candidate = tuple(size * num // den // step * step for size, (num, den) in zip(sizes, factors))
+            if min(candidate) < 1 or candidate == tuple(sizes):
                 continue
             overrides = dict(zip(names, candidate))
             try:
