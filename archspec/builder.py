@@ -142,7 +142,7 @@ def _transition(stage: Stage, part: Transition, assembly: _Assembly) -> None:
         pool=part.pool,
         pool_size=part.pool_size,
     )
-    activated = [child for child in transition._modules if child.startswith(("norm", "relu", "act"))]
+    activated = [child for child, _ in transition.named_children() if child.startswith(("norm", "relu", "act"))]
     assembly.points["activation"] = f"features.{name}.{activated[-1]}" if activated else before
 
 

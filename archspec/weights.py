@@ -530,14 +530,15 @@ def _header_problems(state: Mapping[str, Tensor], file_names: Mapping[str, str],
     return [Problem(_listed(one, many, items), file=file) for (one, many), items in found.items()]
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, Tensor] | Renamed, file: str | None = None) -> None:
+def check_state_dict(model_state: Mapping[str, Tensor], state: Mapping[str, Tensor] | Renamed,
+                     file: str | None = None) -> None:
     """Refuse a state dict that does not fit ``model`` exactly, or that holds NaN/inf.
 
     Keys, shapes, dtypes and strides are judged first, from the tensors' headers; only if
     all fit are the values read, and only those of the keys the model expects.
 
     Args:
-        model: the network the tensors are for.
+        model_state: the tensors the network expects (its state dict, less any it skips).
         state: the tensors under archspec's names, or a ``Renamed`` file (whose problems
             then name keys as the file does, and end with the library it was read as).
         file: the file named in every problem.
@@ -549,7 +550,6 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor] | Renamed, fi
     """
     if not isinstance(state, Renamed):
         state = Renamed(TORCHVISION, dict(state), {key: key for key in state}, [])
-    model_state = model.state_dict()
     expected = {key: tuple(value.shape) for key, value in model_state.items()}
     problems = key_problems(expected, state, file)
     problems += _header_problems(state.state, state.file_names, model_state, file)
@@ -588,7 +588,7 @@ def load_weights(model: nn.Module, path: str | Path, *, skip_head: bool = False)
     if skip_head:
         renamed = Renamed(renamed.key_map, {key: value for key, value in renamed.state.items() if not _in_head(key)},
                           renamed.file_names, renamed.clashes)
-    check_state_dict(_Subset(model, kept), renamed, file=str(path))
+    check_state_dict(kept, renamed, file=str(path))
     try:
         model.load_state_dict(renamed.state, strict=not skip_head)
     except RuntimeError as error:  # keys and shapes fit, but a tensor cannot be copied (e.g. sparse)
@@ -602,13 +602,3 @@ def load_weights(model: nn.Module, path: str | Path, *, skip_head: bool = False)
 def _in_head(key: str) -> bool:
     """Whether ``key`` belongs to the output layer that fine-tuning replaces."""
     return key.split(".", 1)[0] in OUTPUT_LAYERS
-
-
-class _Subset:
-    """A model's state dict less the keys fine-tuning skips, for ``check_state_dict``."""
-
-    def __init__(self, model: nn.Module, kept: Mapping[str, Tensor]):
-        self.kept = kept
-
-    def state_dict(self) -> Mapping[str, Tensor]:
-        return self.kept

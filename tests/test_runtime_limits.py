@@ -5,12 +5,10 @@ on images)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -20,6 +18,7 @@ from archspec.cli import main
 from archspec.exporters import runtimes
 from tests.conftest import ROOT
 from tests.nontrivial import randomize_state, relative_error
+from tests.test_runtimes import needs, run_onnxruntime
 from tests.threads import one_torch_thread  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.onnx
@@ -38,26 +37,8 @@ OPSET = 17  # one every runtime here loads (onnx2torch lacks newer op versions)
 BOUND = 1e-4  # fp32 in another runtime reorders sums (tests/test_runtimes.py)
 
 
-def _installed(name: str) -> bool:
-    try:
-        importlib.import_module(runtimes.RUNTIMES[name].package)
-    except ImportError:
-        return False
-    return True
-
-
-def _needs(name: str):
-    return pytest.mark.skipif(not _installed(name), reason=f"{name} is not installed: pip install 'archspec[runtimes]'")
-
-
-def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {session.get_inputs()[0].name: x})
-    return output
-
-
 RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
-    "onnxruntime": _run_onnxruntime,
+    "onnxruntime": run_onnxruntime,
     **{name: runtime.run for name, runtime in runtimes.RUNTIMES.items()},
 }
 
@@ -86,7 +67,7 @@ def exported(tmp_path_factory) -> Callable[[str], tuple[Path, torch.Tensor, torc
     return get
 
 
-@pytest.mark.parametrize("runtime", [pytest.param(name, marks=() if name == "onnxruntime" else _needs(name))
+@pytest.mark.parametrize("runtime", [pytest.param(name, marks=() if name == "onnxruntime" else needs(name))
                                      for name in RUNNERS if name != "opencv"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_runtime_runs_group_and_instance_norm_off_images(exported, spec, runtime):
@@ -96,7 +77,7 @@ def test_runtime_runs_group_and_instance_norm_off_images(exported, spec, runtime
     assert error <= BOUND, f"{spec} in {runtime}: relative error {error:.3g} > {BOUND:g}"
 
 
-@_needs("opencv")
+@needs("opencv")
 @pytest.mark.parametrize(("spec", "fails_in"), [("group_norm_3d", "fastNormGroupBlockF32"),
                                                 ("instance_norm_1d", "InstanceNormLayerImpl::getMemoryShapes")])
 def test_opencv_really_cannot_run_them(exported, spec, fails_in):
@@ -109,7 +90,7 @@ def test_opencv_really_cannot_run_them(exported, spec, fails_in):
         runtimes.RUNTIMES["opencv"].run(path, x.numpy())
 
 
-@_needs("opencv")
+@needs("opencv")
 @pytest.mark.parametrize("norm", ["{type: group_norm, groups: 4}", "instance_norm"])
 def test_opencv_runs_group_and_instance_norm_on_images(tmp_path, norm):
     # The limit is no wider than it is: on images OpenCV runs both norms, so they are not refused.

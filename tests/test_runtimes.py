@@ -65,7 +65,7 @@ SPECS = {name: (str(path), AS_BEFORE[name] if name in AS_BEFORE else _small(path
          for name, path in zip(SPEC_IDS, SPEC_FILES)}
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
     try:
         importlib.import_module(runtimes.RUNTIMES[name].package)
     except ImportError:
@@ -73,21 +73,21 @@ def _installed(name: str) -> bool:
     return True
 
 
-def _needs(name: str):
-    return pytest.mark.skipif(not _installed(name), reason=f"{name} is not installed: pip install 'archspec[runtimes]'")
+def needs(name: str):
+    return pytest.mark.skipif(not installed(name), reason=f"{name} is not installed: pip install 'archspec[runtimes]'")
 
 
-def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
+def run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return one_array(session.run(None, {session.get_inputs()[0].name: x}))  # a backbone's maps joined
 
 
 RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
-    "onnxruntime": _run_onnxruntime,
+    "onnxruntime": run_onnxruntime,
     **{name: runtime.run for name, runtime in runtimes.RUNTIMES.items()},
 }
 MATRIX = [
-    pytest.param(spec, opset, runtime, marks=() if runtime == "onnxruntime" else _needs(runtime))
+    pytest.param(spec, opset, runtime, marks=() if runtime == "onnxruntime" else needs(runtime))
     for spec in SPECS
     for opset in OPSETS
     for runtime in RUNNERS
@@ -150,7 +150,7 @@ def _export(*args: str):
     return CliRunner().invoke(main, ["export", *args])
 
 
-@pytest.mark.skipif(not all(_installed(name) for name in runtimes.RUNTIMES),
+@pytest.mark.skipif(not all(installed(name) for name in runtimes.RUNTIMES),
                     reason="a runtime is not installed: pip install 'archspec[runtimes]'")
 def test_verify_with_adds_each_runtime_to_lines_and_report(exported, tmp_path):
     weights = exported("tutorial", OPSET).weights
@@ -168,7 +168,7 @@ def test_verify_with_adds_each_runtime_to_lines_and_report(exported, tmp_path):
         assert max(case["max_abs_error"] for case in check["cases"]) < 1e-4, check
 
 
-@_needs("onnx2torch")
+@needs("onnx2torch")
 def test_pytorchs_outputs_are_computed_once_for_every_runtime(exported, tmp_path):
     # The tutorial's three cases come in two input sizes: one forward pass per size serves
     # onnxruntime and each further runtime (they once ran again per runtime). Random norm state
@@ -218,7 +218,7 @@ def test_disagreeing_runtime_fails_verification_and_leaves_nothing(exported, tmp
         return output + 0.01 * np.abs(output).max()
 
     monkeypatch.setitem(runtimes.RUNTIMES, "opencv", runtimes.Runtime("opencv", "numpy", perturbed))
-    if not _installed("onnx2torch"):
+    if not installed("onnx2torch"):
         pytest.skip("onnx2torch is not installed: pip install 'archspec[runtimes]'")
     weights = exported("tutorial", OPSET).weights
     out = tmp_path / "t.onnx"
@@ -230,7 +230,7 @@ def test_disagreeing_runtime_fails_verification_and_leaves_nothing(exported, tmp
     assert list(tmp_path.iterdir()) == [], "nothing may be left at OUT, nor a temporary file"
 
 
-@_needs("openvino")
+@needs("openvino")
 def test_backbone_has_one_named_output_per_map_verified_in_onnxruntime_and_openvino(tmp_path: Path) -> None:
     # DenseNet-121 as a backbone (two layers per block, 64×64): timm's five points as five named maps.
     outputs = ("outputs=[{name: stem, at: stem.activation}, {name: c2, at: 'body[0]'}, {name: c3, at: 'body[2]'},"
@@ -238,7 +238,7 @@ def test_backbone_has_one_named_output_per_map_verified_in_onnxruntime_and_openv
     overrides = (outputs, "input.height=64", "input.width=64", *(f"body[{i}].num_layers=2" for i in (0, 2, 4, 6)))
     spec = archspec.load_spec(ROOT / "specs" / "densenet121.yaml", overrides)
     path = tmp_path / "backbone.onnx"
-    others = ("openvino", "onnx2torch") if _installed("onnx2torch") else ("openvino",)
+    others = ("openvino", "onnx2torch") if installed("onnx2torch") else ("openvino",)
     report = archspec.export_onnx(spec, path, provider="cpu", opset=OPSET, verify_with=others)
     assert report.written and report.verification.passed, report.verification
     assert [check.runtime for check in report.runtimes][0] == "openvino"
